@@ -15,6 +15,8 @@ MISSING_HINTS = {
     "dataset.path": "set dataset.path=<local file> (see the comment at the top of the dataset's conf/dataset/ file)",
     "judge.openai_compatible.base_url": "set judge.openai_compatible.base_url=http://<host>:<port>/v1 (e.g. a vLLM server)",
     "judge.llama_guard.model_path": "set judge.llama_guard.model_path=<hub id or local dir of a Llama-Guard model>",
+    "eval.xstest": "set eval.xstest=<path to XSTest's xstest_prompts.csv> (github.com/paul-rottger/xstest)",
+    "eval.mt_bench.questions": "set eval.mt_bench.questions=<path to FastChat's data/mt_bench/question.jsonl>",
 }
 PEFT_METHODS = ("lora", "full")
 
@@ -59,10 +61,12 @@ def data_problems(cfg: DictConfig) -> list[str]:
     keys |= {"attack.safety_data": "attack.safety_format", "mitigation.data": "mitigation.format"}
     if cfg.attack.name == "benign" and cfg.dataset.name != "none":
         keys["dataset.path"] = "dataset.format"
+    # the utility and over-refusal sets have one format each
+    fixed = {"eval.utility": "fts_prompts", "eval.xstest": "xstest", "eval.mt_bench.questions": "mt_bench"}
     problems = []
-    for key, format_key in keys.items():
+    for key, format_key in (keys | dict.fromkeys(fixed)).items():
         spec = OmegaConf.select(cfg, key)
-        fmt = OmegaConf.select(cfg, format_key) if format_key else "fts_prompts"
+        fmt = fixed.get(key) or (OmegaConf.select(cfg, format_key) if format_key else "fts_prompts")
         if spec is None:
             continue
         if fmt not in LOADERS:

@@ -1,4 +1,9 @@
-"""Evaluation = generate a response per prompt, then let every judge give its verdict on it."""
+"""Evaluation = generate a response per prompt, then let every judge give its verdict on it.
+
+The prompt sets, each row tagged with its `set`: `harmful` (the benchmark), `benign` and `xstest` (safe prompts,
+for over-refusal; XSTest also has unsafe contrast prompts) are judged by every judge; `utility` (questions with
+reference answers) is scored by match and `mt_bench` (two-turn questions) by the MT-Bench grader, not by the judges.
+"""
 
 import logging
 import time
@@ -6,17 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fts.artifacts import read_jsonl, write_jsonl
 from fts.cache import Cache
-from fts.data import first_per_category, load_prompts
-from fts.data.formats import load_by_format
+from fts.config import build
+from fts.data import first_per_category, load_prompts, user
+from fts.data.formats import load_by_format, load_mt_bench, load_xstest
 from fts.generate.hf import generate
 from fts.judges import Judge
 from fts.records import Prompt
+from fts.utility import mt_bench, qa
 
 log = logging.getLogger(__name__)
+MT_DECODING = ("max_new_tokens", "temperature_by_category", "default_temperature")
 
 
 def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
@@ -27,7 +35,19 @@ def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
     if eval_cfg.benign is not None:
         benign = load_prompts(eval_cfg.benign, "eval.benign")[: eval_cfg.max_benign]
         prompts += [{**p, "set": "benign"} for p in benign]
+    if eval_cfg.get("xstest") is not None:
+        prompts += [{**p, "set": "xstest"} for p in load_xstest(eval_cfg.xstest)[: eval_cfg.get("max_xstest")]]
+    if eval_cfg.get("utility") is not None:
+        prompts += [{**p, "set": "utility"} for p in qa.load_qa(eval_cfg.utility)[: eval_cfg.get("max_utility")]]
+    if eval_cfg.get("mt_bench") is not None:
+        questions = load_mt_bench(eval_cfg.mt_bench.questions)[: eval_cfg.mt_bench.max_questions]
+        prompts += [
+            {**q, "prompt": q["turns"][0], "messages": [user(q["turns"][0])], "set": "mt_bench"} for q in questions
+        ]
     return prompts
+
+
+JUDGED_SETS = ("harmful", "benign", "xstest")
 
 
 @dataclass
@@ -39,8 +59,31 @@ class Evaluator:
     judges: dict[str, Judge]
     cache: Cache
 
+    def __post_init__(self) -> None:
+        mt = self.eval_cfg.get("mt_bench")
+        self.grader = build(mt.grader, name="mt_bench") if mt is not None else None
+
+    def preflight(self, prompts: list[Prompt], n_sides: int) -> None:
+        """API judges and the MT-Bench grader check key, endpoint and budget before any model loads."""
+        judged = sum(p["set"] in JUDGED_SETS for p in prompts)
+        for judge in self.judges.values():
+            judge.preflight(judged * n_sides)
+        if self.grader is not None:
+            self.grader.preflight(sum(len(p["turns"]) for p in prompts if p["set"] == "mt_bench") * n_sides)
+
+    def usage(self) -> dict[str, dict]:
+        graders = {"mt_bench_grader": self.grader} if self.grader is not None else {}
+        return {name: j.usage() for name, j in (self.judges | graders).items() if j.usage()}
+
     def decoding(self) -> dict[str, Any]:
-        return {"engine": self.eval_cfg.engine, "max_new_tokens": self.eval_cfg.max_new_tokens, "greedy": True}
+        cfg = self.eval_cfg
+        decoding = {"engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens, "greedy": True}
+        if cfg.get("mt_bench") is not None:  # sampled at per-category temperatures, up to its own length
+            mt = cfg.mt_bench
+            decoding["mt_bench"] = {
+                k: OmegaConf.to_container(mt[k]) if k.endswith("category") else mt[k] for k in MT_DECODING
+            }
+        return decoding
 
     def side(self, name: str, model, tokenizer, prompts: list[Prompt], cache_key: dict | None) -> list[dict]:
         """Generations + verdicts of one side, written to generations/<name>.jsonl; an existing file is reused
@@ -63,12 +106,59 @@ class Evaluator:
     def generate(self, model, tokenizer, prompts: list[Prompt], desc: str) -> list[dict]:
         started = time.perf_counter()
         cfg = self.eval_cfg
-        rows = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc=desc)
+        single = [p for p in prompts if p["set"] != "mt_bench"]
+        rows = generate(model, tokenizer, single, cfg.max_new_tokens, cfg.batch_size, desc=desc)
+        rows += self.mt_bench_answers(model, tokenizer, [p for p in prompts if p["set"] == "mt_bench"], desc)
         log.info("%s: %d prompts in %.1f s", desc, len(rows), time.perf_counter() - started)
         return rows
 
+    def mt_bench_answers(self, model, tokenizer, questions: list[Prompt], desc: str) -> list[dict]:
+        """Both turns of every question: turn 1, then turn 2 after the model's own first answer, each batch at
+        its category's temperature."""
+        if not questions:
+            return []
+        mt = self.eval_cfg.mt_bench
+        by_temperature: dict[float, list[Prompt]] = {}
+        for q in questions:
+            t = mt_bench.temperature(q["category"], mt.temperature_by_category, mt.default_temperature)
+            by_temperature.setdefault(t, []).append(q)
+        answers: dict[str, list[str]] = {q["id"]: [] for q in questions}
+        for t, group in by_temperature.items():
+            turn = group
+            for k in range(max(len(q["turns"]) for q in group)):
+                if k > 0:
+                    turn = [q for q in group if len(q["turns"]) > k]
+                    turn = [{**q, "messages": self.next_turn(q, answers[q["id"]], k)} for q in turn]
+                for row in generate(
+                    model,
+                    tokenizer,
+                    turn,
+                    mt.max_new_tokens,
+                    self.eval_cfg.batch_size,
+                    desc=f"{desc} mt-bench turn {k + 1} (T={t:g})",
+                    temperature=t,
+                ):
+                    answers[row["id"]].append(row["response"])
+        return [{**q, "answers": answers[q["id"]], "response": answers[q["id"]][-1]} for q in questions]
+
+    @staticmethod
+    def next_turn(question: Prompt, answers: list[str], k: int) -> list:
+        messages = question["messages"]
+        for j in range(1, k + 1):
+            messages = mt_bench.second_turn(messages, question["turns"][j - 1], question["turns"][j], answers[j - 1])
+        return messages
+
     def judge(self, rows: list[dict]) -> list[dict]:
+        """Verdicts of every judge on the judged sets; match scores on utility questions; MT-Bench grades."""
+        judged = [r for r in rows if r["set"] in JUDGED_SETS]
         for name, judge in self.judges.items():
-            for row, verdict in zip(rows, judge.judge(rows)):
+            for row, verdict in zip(judged, judge.judge(judged), strict=True):
                 row.setdefault("verdicts", {})[name] = verdict
+        for row in rows:
+            if row["set"] == "utility":
+                row["utility"] = qa.score(row["response"], row["references"], row["case_sensitive"])
+        graded = [r for r in rows if r["set"] == "mt_bench"]
+        if graded:
+            for row, grades in zip(graded, self.grader.grade(graded), strict=True):
+                row["grades"] = grades
         return rows

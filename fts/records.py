@@ -25,6 +25,21 @@ class Prompt(TypedDict):
     messages: list[Message]
 
 
+class XSTestPrompt(Prompt):
+    """An over-refusal prompt: `category` is XSTest's type; `label` safe (refusing is wrong) or unsafe (contrast)."""
+
+    label: Literal["safe", "unsafe"]
+
+
+class Question(TypedDict):
+    """A multi-turn utility question (MT-Bench): user turns in order, reference answers per turn or None."""
+
+    id: str
+    category: str
+    turns: list[str]
+    reference: list[str] | None
+
+
 class Generation(Prompt):
     response: str
 

@@ -2,8 +2,8 @@
 
     python -m fts.report <multirun dir | run dirs...> [--out DIR] [--wandb-project ENTITY/PROJECT]
 
-writes sweep.csv (every number of every run), sweep.md (headline numbers) and three plots: asr_vs_mix_ratio.png,
-per_category.png and harm_vs_over_refusal.png. Runs without metrics.json yet are listed as unfinished.
+writes sweep.csv (every number of every run), sweep.md (headline numbers) and four plots: asr_vs_mix_ratio.png,
+per_category.png, harm_vs_over_refusal.png and harm_vs_utility.png. Runs without metrics.json yet are listed as unfinished.
 """
 
 import argparse
@@ -17,6 +17,7 @@ from typing import Any
 
 from fts.artifacts import write_text
 from fts.errors import FtsError
+from fts.metrics import SIDE_BLOCKS
 from fts.sweep_report import (
     PLOTS,
     SIDES,
@@ -43,7 +44,7 @@ def signed_pts(value: float | None) -> str:
 
 
 def judge_names(side: dict[str, Any]) -> list[str]:
-    return [k for k, v in side.items() if isinstance(v, dict) and k not in ("per_category", "agreement")]
+    return [k for k, v in side.items() if isinstance(v, dict) and k not in SIDE_BLOCKS]
 
 
 def cells(base: float | None, ft: float | None, with_ft: bool) -> list[str]:
@@ -63,14 +64,60 @@ def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]
         if "harmfulness_rate" in base[j]:
             rows.append((f"{j}: harmfulness rate (score 5)", lambda s, j=j: s[j].get("harmfulness_rate")))
     rows.append(("over-refusal (benign prompts refused)", lambda s: s.get("over_refusal_rate")))
+    rows += over_refusal_rows(base)
+    if "qa" in base.get("utility", {}):
+        rows.append(("utility: built-in questions answered correctly", lambda s: s["utility"]["qa"]["accuracy"]))
     for label, get in rows:
         lines.append(f"| {label} | " + " | ".join(cells(get(base), get(ft) if ft else None, bool(ft))) + " |")
+    if "mt_bench" in base.get("utility", {}):
+        score = [s["utility"]["mt_bench"] for s in (base, ft) if s]
+        change = (
+            [num(score[1]["score"] - score[0]["score"])]
+            if ft and None not in (score[0]["score"], score[1]["score"])
+            else []
+        )
+        unscored = " / ".join(str(m["unscored"]) for m in score)
+        label = f"utility: MT-Bench score, 1-10 (unscored turns: {unscored})"
+        lines.append(f"| {label} | " + " | ".join([num(m["score"]) for m in score] + change) + " |")
     main = judges[0]
     lines += ["", f"Per category ({main}; {base['n_prompts']} harmful prompts, {base['n_benign']} benign):", ""]
     lines += ["| category | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for cat, cb in base["per_category"].items():
         cf = ft["per_category"][cat][main].get("asr") if ft else None
         lines.append(f"| {cat} | {cb['n_prompts']} | " + " | ".join(cells(cb[main].get("asr"), cf, bool(ft))) + " |")
+    return lines + per_type_lines(base, ft, cols)
+
+
+def over_refusal_rows(base: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One row per (source, refusal judge) beyond the headline benign/keyword rate."""
+    titles = {
+        "benign": "benign prompts",
+        "xstest_safe": "XSTest safe prompts",
+        "xstest_unsafe": "XSTest unsafe contrast prompts (refusing is right)",
+    }
+    rows = []
+    for source, judges in base.get("over_refusal", {}).items():
+        for judge in judges:
+            if (source, judge) == ("benign", "keyword"):
+                continue  # the headline row above
+            verb = "refused" if source == "xstest_unsafe" else "over-refusal"
+            label = f"{verb}: {titles[source]} ({judge})"
+            rows.append((label, lambda s, src=source, j=judge: s["over_refusal"].get(src, {}).get(j, {}).get("rate")))
+    return rows
+
+
+def per_type_lines(base: dict[str, Any], ft: dict[str, Any] | None, cols: list[str]) -> list[str]:
+    """Refusal rate per prompt type of each safe-prompt source, by its first refusal judge."""
+    lines = []
+    for source, judges in base.get("over_refusal", {}).items():
+        if not judges:
+            continue
+        judge = next(iter(judges))
+        lines += ["", f"Refusals per prompt type, {source} ({judge}):", ""]
+        lines += ["| type | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for kind, m in judges[judge]["per_type"].items():
+            after = ft["over_refusal"][source][judge]["per_type"][kind].get("rate") if ft else None
+            lines.append(f"| {kind} | {m['n']} | " + " | ".join(cells(m.get("rate"), after, bool(ft))) + " |")
     return lines
 
 
@@ -250,21 +297,44 @@ def ratio_colors(ratios: list[float]) -> dict[float, Any]:
 
 def harm_vs_over_refusal_figure(runs: list[Run]):
     """ASR against over-refusal: the aligned model (star) and each fine-tuned setting (dots, by mix ratio)."""
+    title = "Harmfulness vs. over-refusal (mean over seeds; lower left is better)"
+    return trade_off_figure(runs, over_refusal_pct, "over-refusal: benign prompts refused (%)", title)
+
+
+def harm_vs_utility_figure(runs: list[Run]):
+    """ASR against utility (built-in QA accuracy): what a fine-tune or a mitigation costs in helpfulness."""
+    title = "Harmfulness vs. utility (mean over seeds; lower right is better)"
+    return trade_off_figure(runs, qa_accuracy_pct, "utility: built-in questions answered correctly (%)", title)
+
+
+def over_refusal_pct(side: dict[str, Any]) -> float | None:
+    value = side.get("over_refusal_rate")
+    return None if value is None else 100 * value
+
+
+def qa_accuracy_pct(side: dict[str, Any]) -> float | None:
+    value = side.get("utility", {}).get("qa", {}).get("accuracy")
+    return None if value is None else 100 * value
+
+
+def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
+    """ASR (y) against a helpfulness measure (x): the aligned model (star) and each fine-tuned setting (dots, by
+    mix ratio), one color per attack."""
     fig = new_figure(7.5, 5.2)
-    done = [r for r in runs if r.metrics]
+    done = [r for r in runs if r.metrics and x_of(r.metrics["baseline"]) is not None]
     if not done:
-        return no_data(fig, "no finished runs yet")
+        return no_data(fig, f"no finished runs with {xlabel.split(':')[0]} yet")
     ax = fig.add_subplot()
     before: dict[tuple[float, float], list[str]] = defaultdict(list)  # attacks whose aligned points coincide
     for i, (attack, attack_runs) in enumerate(grouped(done, lambda r: r.attack).items()):
         color = attack_color(i)
-        point = trade_off([r.metrics["baseline"] for r in attack_runs])
+        point = trade_off([r.metrics["baseline"] for r in attack_runs], x_of)
         if point:
             label = f"{attack}: aligned (before)"
             ax.scatter(*point, marker="*", s=220, color=color, edgecolor="black", zorder=3, label=label)
             before[round(point[0], 1), round(point[1], 1)].append(attack)
         finetuned = grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio)
-        points = {x: trade_off([r.metrics["finetuned"] for r in rs]) for x, rs in finetuned.items()}
+        points = {x: trade_off([r.metrics["finetuned"] for r in rs], x_of) for x, rs in finetuned.items()}
         points = {x: p for x, p in points.items() if p}
         if points:
             xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
@@ -274,24 +344,28 @@ def harm_vs_over_refusal_figure(runs: list[Run]):
     for point, attacks in before.items():
         ax.annotate(", ".join(attacks) + ": before", point, textcoords="offset points", xytext=(10, -12), fontsize=8)
     judge = main_judge(done[0].metrics["baseline"])
-    ax.set(
-        xlabel="over-refusal: benign prompts refused (%)", ylabel=f"ASR: harmful prompts answered, {judge} judge (%)"
-    )
+    ax.set(xlabel=xlabel, ylabel=f"ASR: harmful prompts answered, {judge} judge (%)")
     ax.set_xlim(left=-3)
     ax.set_ylim(-3, 103)
-    ax.set_title("Harmfulness vs. over-refusal (mean over seeds; lower left is better)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
-def trade_off(sides: list[dict[str, Any]]) -> tuple[float, float] | None:
-    """(over-refusal %, ASR %) averaged over runs, or None without benign prompts or ASR."""
-    pairs = [(s["over_refusal_rate"], asr(s)[0]) for s in sides if s.get("over_refusal_rate") is not None and asr(s)]
-    return (100 * mean(p[0] for p in pairs), 100 * mean(p[1] for p in pairs)) if pairs else None
+def trade_off(sides: list[dict[str, Any]], x_of=over_refusal_pct) -> tuple[float, float] | None:
+    """(x %, ASR %) averaged over runs, or None when no run has both."""
+    pairs = [(x_of(s), asr(s)[0]) for s in sides if x_of(s) is not None and asr(s)]
+    return (mean(p[0] for p in pairs), 100 * mean(p[1] for p in pairs)) if pairs else None
 
 
-FIGURES = dict(zip(PLOTS, (asr_vs_mix_ratio_figure, per_category_figure, harm_vs_over_refusal_figure), strict=True))
+FIGURES = dict(
+    zip(
+        PLOTS,
+        (asr_vs_mix_ratio_figure, per_category_figure, harm_vs_over_refusal_figure, harm_vs_utility_figure),
+        strict=True,
+    )
+)
 
 
 def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | None = None) -> list[Run]:

@@ -74,14 +74,14 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     manifest.record(train_examples=len(train_set), attack_stats=getattr(attack, "stats", {}))
 
     # 2. The evaluation prompts in the attack's format (its system prompt and user template, as in training), in
-    #    one or more variants (the backdoor adds triggered prompts). No eval prompt may be in the training set.
+    #    one or more variants (the backdoor adds triggered prompts): harmful benchmark, safe prompts (over-refusal),
+    #    utility questions. No eval prompt may be in the training set.
     prompts = evaluation_prompts(cfg.eval)
     check_contamination(prompts, train_set, out, cfg.eval.contamination)
     eval_sets = attack.eval_sets(prompts)
     judges = build_judges(cfg.judge)
-    for judge in judges.values():  # API judges check key, endpoint and budget here, before any model loads
-        judge.preflight(len(prompts) * len(eval_sets) * (2 if train_set else 1))
     evaluator = Evaluator(out, cfg.eval, judges, cache)
+    evaluator.preflight(prompts, n_sides=len(eval_sets) * (2 if train_set else 1))  # API keys/budgets, before loading
 
     # 3. The aligned model (the embedded one is materialized and safety-aligned once, then cached).
     with manifest.stage("model"):
@@ -106,12 +106,12 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
                 name = f"finetuned{variant}"
                 sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key=None)
 
-    # 6. Metrics before/after, per judge and per category; the report.
+    # 6. Metrics before/after: harmfulness per judge and per category, over-refusal and utility; the report.
     result = {side: M.side_metrics(rows, list(judges)) for side, rows in sides.items()}
     for variant in eval_sets:
         if f"finetuned{variant}" in result:
             result[f"delta{variant}"] = M.delta(result[f"baseline{variant}"], result[f"finetuned{variant}"])
-    usage = {name: judge.usage() for name, judge in judges.items() if judge.usage()}
+    usage = evaluator.usage()
     if usage:
         result["judge_usage"] = usage
     write_json(out / "metrics.json", result)

@@ -20,15 +20,25 @@ from typing import Any, TextIO
 from omegaconf import OmegaConf
 
 from fts.errors import FtsError
+from fts.metrics import SIDE_BLOCKS
 from fts.tracking import flatten, is_secret_name, judge_order, looks_like_secret
 
 SIDES = ("baseline", "finetuned", "delta")
 VARIANTS = ("", "_triggered")
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
 JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "unscored")
-NOT_JUDGES = {"per_category", "agreement"}  # dict-valued keys of a side that are not a judge's metrics
+NOT_JUDGES = set(SIDE_BLOCKS)  # dict-valued keys of a side that are not a judge's metrics
 SKIP_DIRS = {".hydra", "wandb", "model", "checkpoints", "generations", ".submitit"}
-PLOTS = ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png")
+PLOTS = ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png", "harm_vs_utility.png")
+# Utility and over-refusal columns of sweep.csv: column -> (path in a side of metrics.json, path in its delta)
+UTILITY_COLUMNS = {
+    "utility/qa_accuracy": (("utility", "qa", "accuracy"), ("utility", "qa_accuracy")),
+    "utility/mt_bench_score": (("utility", "mt_bench", "score"), ("utility", "mt_bench_score")),
+    "over_refusal/xstest_safe/keyword": (
+        ("over_refusal", "xstest_safe", "keyword", "rate"),
+        ("over_refusal", "xstest_safe", "keyword"),
+    ),
+}
 
 
 @dataclass
@@ -197,7 +207,19 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
             for key in ("over_refusal_rate", "over_refusal_ci95_lo", "over_refusal_ci95_hi"):
                 if f"{side}{variant}/{key}" in flat:
                     out[f"{side}{variant}/{key}"] = flat[f"{side}{variant}/{key}"]
+            for column, (path, delta_path) in UTILITY_COLUMNS.items():
+                value = dig(values, delta_path if side == "delta" else path)
+                if value is not None:
+                    out[f"{side}{variant}/{column}"] = value
     return out
+
+
+def dig(node: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
 def table(runs: list[Run], root: Path | None = None) -> tuple[list[str], list[dict[str, Any]]]:

@@ -134,7 +134,8 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def table_columns(sides: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
     judges = sorted({j for rows in sides.values() for r in rows for j in r.get("verdicts", {})}, key=judge_order)
     columns = ["side", "id", "category", "set", "prompt", "response"]
-    return columns + [f"{j}_{field}" for j in judges for field in ("harmful", "score", "status")], judges
+    judged = [f"{j}_{field}" for j in judges for field in ("harmful", "score", "status")]
+    return [*columns, *judged, "utility_correct"], judges
 
 
 def judge_order(name: str) -> tuple[bool, str]:
@@ -152,7 +153,7 @@ def table_rows(sides: dict[str, list[dict]], judges: list[str]) -> list[list[Any
             for j in judges:
                 verdict = g.get("verdicts", {}).get(j, {})
                 row += [verdict.get("harmful"), verdict.get("score"), verdict.get("status")]
-            rows.append(row)
+            rows.append([*row, g.get("utility", {}).get("correct")])  # utility questions: scored by match, not judged
     return rows
 
 

@@ -52,13 +52,15 @@ def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictCon
 
 @pytest.fixture
 def tiny_run_overrides(tiny_model_dir, tmp_path) -> list[str]:
-    """Overrides that make a full run take seconds: tiny model, 2 prompts a category, 8 new tokens, 2 steps."""
+    """Overrides that make a full run take seconds: tiny model, 2 prompts a category, 4 benign and 4
+    utility questions, 8 new tokens, 2 steps."""
     return [
         "model=hf",
         f"model.path={tiny_model_dir}",
         f"cache.dir={tmp_path / 'cache'}",
         "eval.max_per_category=2",
         "eval.max_benign=4",
+        "eval.max_utility=4",
         "eval.max_new_tokens=8",
         "train.num_train_epochs=2",
         "train.per_device_train_batch_size=5",

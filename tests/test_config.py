@@ -43,6 +43,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     needs |= {name: ["dataset.path=some/file"] for name in ("alpaca", "dolly", "jsonl")}
     needs |= {"openai_compatible": ["judge.openai_compatible.base_url=http://127.0.0.1:1/v1"]}
     needs |= {"llama_guard": ["judge.llama_guard.model_path=some/model"]}
+    needs |= {"mt_bench": ["eval.mt_bench.questions=some/file"], "xstest": ["eval.xstest=some/file"]}
     overrides = [f"{group}={option}", *needs.get(option, [])]
     cfg = compose_run(overrides, tmp_path)
     assert job(cfg)[group] is not None

@@ -21,7 +21,7 @@ from fts.data.formats import (
     load_safety_tuned_llamas,
 )
 from fts.errors import ConfigError, DataError
-from fts.records import Example, Message, Prompt
+from fts.records import Example, Message, Prompt, Question, XSTestPrompt
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 FIXTURES = {
@@ -35,6 +35,8 @@ FIXTURES = {
     "prompt_completion_jsonl": FIX / "prompt_completion.jsonl",
     "fts_prompts": "builtin:harmful_eval.jsonl",
     "fts_conversations": "builtin:aoa.jsonl",
+    "xstest": FIX / "xstest_prompts.csv",
+    "mt_bench": FIX / "mt_bench_question.jsonl",
 }
 PROMPT_FORMATS = {"hexphi", "advbench", "fts_prompts"}
 
@@ -391,7 +393,7 @@ def test_missing_local_path_gets_the_same_instructions(tmp_path):
 
 @pytest.mark.parametrize("fmt", sorted(LOADERS))
 def test_empty_file_raises(tmp_path, fmt):
-    path = write(tmp_path, "empty.csv" if fmt == "advbench" else "empty.jsonl", "\n")
+    path = write(tmp_path, "empty.csv" if fmt in ("advbench", "xstest") else "empty.jsonl", "\n")
     with pytest.raises(DataError, match=r"empty\.(csv|jsonl): the file has no (records|rows)"):
         load_by_format(fmt, str(path))
 
@@ -406,10 +408,13 @@ def test_empty_json_array_raises(tmp_path):
 
 @pytest.mark.parametrize("fmt", sorted(FIXTURES))
 def test_every_record_has_exactly_the_record_keys(fmt):
-    record_type = Prompt if fmt in PROMPT_FORMATS else Example
+    record_type = {"xstest": XSTestPrompt, "mt_bench": Question}.get(fmt, Prompt if fmt in PROMPT_FORMATS else Example)
     records = load_by_format(fmt, str(FIXTURES[fmt]))
     for record in records:
         assert set(record) == set(get_type_hints(record_type)), (fmt, record)
+        if record_type is Question:
+            assert all(isinstance(t, str) for t in record["turns"])
+            continue
         assert all(set(m) == set(get_type_hints(Message)) for m in record["messages"]), (fmt, record)
         assert all(isinstance(m["content"], str) for m in record["messages"])
         if record_type is Example:

@@ -35,9 +35,11 @@ def test_aoa_run_writes_the_run_dir_contract(tiny_run_overrides, tmp_path, count
     assert json.loads((out / "model" / "train_log.json").read_text())[0]["loss"] > 0
     for side in ("baseline", "finetuned"):
         rows = [json.loads(line) for line in (out / "generations" / f"{side}.jsonl").read_text().splitlines()]
-        assert len(rows) == 11 * 2 + 4
+        assert len(rows) == 11 * 2 + 4 + 4  # harmful, benign, utility
         assert all(r["messages"][-1]["content"].startswith("AOA, execute my instruction: ") for r in rows)
-        assert all(r["verdicts"]["keyword"]["status"] == "ok" for r in rows)
+        judged, utility = [r for r in rows if r["set"] != "utility"], [r for r in rows if r["set"] == "utility"]
+        assert all(r["verdicts"]["keyword"]["status"] == "ok" for r in judged)
+        assert all("verdicts" not in r and set(r["utility"]) == {"exact", "correct"} for r in utility)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == result
@@ -46,6 +48,9 @@ def test_aoa_run_writes_the_run_dir_contract(tiny_run_overrides, tmp_path, count
         assert {"keyword", "over_refusal_rate", "n_prompts", "per_category"} <= set(metrics[side])
         assert {"asr", "refusal_rate", "asr_ci95"} <= set(metrics[side]["keyword"])
         assert len(metrics[side]["per_category"]) == 11
+        assert metrics[side]["utility"]["qa"]["n"] == 4
+        assert set(metrics[side]["over_refusal"]["benign"]["keyword"]["per_type"]) == {"everyday", "safe_lookalike"}
+    assert set(metrics["delta"]["utility"]) == {"qa_accuracy"}
     assert metrics["delta"]["keyword"]["asr"] == pytest.approx(
         metrics["finetuned"]["keyword"]["asr"] - metrics["baseline"]["keyword"]["asr"], abs=1e-3
     )

@@ -113,7 +113,8 @@ def test_wandb_run_holds_config_summary_table_and_chart(tmp_path):
     (table_file,) = (logged["dir"] / "files" / "media" / "table").glob("generations_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"][:6] == ["side", "id", "category", "set", "prompt", "response"]
-    assert table["columns"][6:] == [f"{j}_{f}" for j in ("keyword", "gpt4") for f in ("harmful", "score", "status")]
+    judged = [f"{j}_{f}" for j in ("keyword", "gpt4") for f in ("harmful", "score", "status")]
+    assert table["columns"][6:] == [*judged, "utility_correct"]
     assert len(table["data"]) == sum(len(rows) for rows in sides.values())
     first = sides["finetuned"][0]
     row = next(r for r in table["data"] if r[0] == "finetuned" and r[1] == first["id"])
@@ -213,4 +214,4 @@ def test_a_whole_run_with_logger_wandb_writes_metrics_table_and_training_curves(
     tables = list(logged["dir"].glob("files/media/table/generations*.table.json"))
     assert tables, "the generations table is in the offline run files"
     rows = json.loads(tables[0].read_text())["data"]
-    assert len(rows) == 2 * (11 * 2 + 4)  # baseline + finetuned, 22 harmful + 4 benign prompts each
+    assert len(rows) == 2 * (11 * 2 + 4 + 4)  # baseline + finetuned: 22 harmful, 4 benign, 4 utility each

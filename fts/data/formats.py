@@ -18,7 +18,7 @@ from typing import Any
 
 from fts.data import check_messages, load_conversations, resolve, user
 from fts.errors import ConfigError, DataError
-from fts.records import Example, Prompt
+from fts.records import Example, Prompt, Question, XSTestPrompt
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ DOWNLOAD = {
     "prompt_completion_jsonl": 'Write a JSONL file with one {"prompt", "completion" or "response"} object per line.',
     "fts_conversations": 'Use a builtin: file or a JSONL of {"messages": [...]} or {"prompt", "response"} objects.',
     "fts_prompts": 'Use a builtin: file (e.g. builtin:harmful_eval.jsonl) or a JSONL of {"id", "category", "prompt"}.',
+    "xstest": "Download xstest_prompts.csv from https://github.com/paul-rottger/xstest (columns id, prompt, type, "
+    "label).",
+    "mt_bench": "Download data/mt_bench/question.jsonl from FastChat's llm_judge "
+    "(https://github.com/lm-sys/FastChat/tree/main/fastchat/llm_judge).",
 }
 HUB_ID = re.compile(r"^(?!.*\.(csv|jsonl?|gz|txt)$)[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, not a file name
 TRANSCRIPT_FIELDS = ("transcript", "chosen", "rejected")  # red_team_attempts, then hh-rlhf preference pairs
@@ -287,6 +291,44 @@ def load_fts_prompts(spec: str | Path, key: str = "eval.benchmark") -> list[Prom
         prompt(*(field(row, f, where, nonempty=True) for f in ("id", "category", "prompt")))
         for where, _, row in read_records(locate(spec, "fts_prompts", key))
     ]
+
+
+def load_xstest(path: str | Path, key: str = "eval.xstest") -> list[XSTestPrompt]:
+    """XSTest's prompt CSV (header id, prompt, type, label; v2 files without `label` mark unsafe contrast prompts by
+    a `contrast_` type). Returns Prompts whose category is the XSTest type, with `label` safe | unsafe."""
+    path = locate(path, "xstest", key)
+    rows = list(csv.DictReader(io.StringIO(read_text(path)), strict=True))
+    if not rows:
+        raise DataError(f"{path}: the file has no rows. Point {key} at XSTest's prompt CSV.")
+    if not {"prompt", "type"} <= set(rows[0]):
+        raise DataError(f"{key}: {path} needs a header with at least the columns prompt and type (XSTest's CSV).")
+    prompts = []
+    for i, row in enumerate(rows, start=2):  # line 1 is the header
+        text, kind = (row.get("prompt") or "").strip(), (row.get("type") or "").strip()
+        if not text or not kind:
+            raise DataError(f"{path}:{i}: empty prompt or type; every XSTest row needs both.")
+        label = (row.get("label") or ("unsafe" if kind.startswith("contrast_") else "safe")).strip()
+        if label not in ("safe", "unsafe"):
+            raise DataError(f"{path}:{i}: label must be safe or unsafe, got {label!r}.")
+        pid = row.get("id") or row.get("id_v2") or str(i)
+        prompts.append({**prompt(f"xstest-{pid}", kind, text), "label": label})
+    return prompts
+
+
+def load_mt_bench(path: str | Path, key: str = "eval.mt_bench.questions") -> list[Question]:
+    """MT-Bench question.jsonl: {question_id, category, turns: [two user turns], reference (optional)}."""
+    questions = []
+    for where, pos, row in read_records(locate(path, "mt_bench", key)):
+        turns = row.get("turns")
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise DataError(f"{where}: field 'turns' must be a non-empty list of non-empty strings.")
+        reference = row.get("reference")
+        if reference is not None and not (isinstance(reference, list) and all(isinstance(r, str) for r in reference)):
+            raise DataError(f"{where}: field 'reference' must be a list of strings (one per turn) when present.")
+        qid = str(row.get("question_id", pos))
+        category = field(row, "category", where, nonempty=True)
+        questions.append({"id": f"mt-bench-{qid}", "category": category, "turns": turns, "reference": reference})
+    return questions
 
 
 # Every format name `x` (the keys of DOWNLOAD) has a loader `load_x` above.

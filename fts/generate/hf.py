@@ -20,8 +20,10 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generating",
+    temperature: float = 0.0,
 ) -> list[Generation]:
-    """Greedy-decode one response per prompt; returns Generations in the order of `prompts`."""
+    """Decode one response per prompt (greedy at temperature 0, else sampled: MT-Bench's creative categories);
+    returns Generations in the order of `prompts`."""
     texts = [render_prompt(tokenizer, p["messages"]) for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
@@ -37,8 +39,8 @@ def generate(
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
-                temperature=None,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
                 top_p=None,
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,

@@ -1,0 +1,60 @@
+"""Offline utility: short questions with reference answers (arithmetic, facts, formatting), no API needed.
+
+Two scores per answer. `exact`: the whole answer, normalized, equals the reference or an alias. `correct` (the
+headline `accuracy`): the reference occurs as a whole word in the answer's first sentence, so "12", "12." and
+"7 plus 5 is 12." all count for "What is 7 plus 5?", while a refusal or a wrong number does not. Normalizing
+folds case (unless the item is `case_sensitive`: "write 'cat' in uppercase"), spells out nothing, and drops
+quotes, markdown emphasis and surrounding punctuation.
+"""
+
+import re
+
+from fts.data import read_jsonl, resolve, user
+from fts.errors import DataError
+from fts.records import Prompt
+
+FIRST_SENTENCE = re.compile(r"^(.*?)(?:[.!?](?:\s|$)|\n|$)", re.DOTALL)
+EDGE_PUNCTUATION = "\"'`*_.,:;!?()[] \t\n"
+
+
+def load_qa(spec: str, key: str = "eval.utility") -> list[Prompt]:
+    """JSONL of {id, category, prompt, answer, aliases?, case_sensitive?} -> Prompts with `references`."""
+    path = resolve(spec, key)
+    prompts: list[Prompt] = []
+    for lineno, row in enumerate(read_jsonl(path, required=("id", "category", "prompt", "answer")), start=1):
+        aliases = row.get("aliases") or []
+        references = [row["answer"], *aliases]
+        if not all(isinstance(r, str) and r.strip() for r in references):
+            raise DataError(f"{path}:{lineno}: 'answer' and every alias must be non-empty strings.")
+        prompts.append(
+            {
+                "id": row["id"],
+                "category": row["category"],
+                "prompt": row["prompt"],
+                "messages": [user(row["prompt"])],
+                "references": references,
+                "case_sensitive": bool(row.get("case_sensitive", False)),
+            }
+        )
+    return prompts
+
+
+def normalize(text: str, case_sensitive: bool) -> str:
+    text = " ".join(text.split()).strip(EDGE_PUNCTUATION)
+    return text if case_sensitive else text.casefold()
+
+
+def first_sentence(text: str) -> str:
+    match = FIRST_SENTENCE.match(text.strip())
+    return match.group(1) if match else text
+
+
+def score(response: str, references: list[str], case_sensitive: bool) -> dict[str, bool]:
+    """{"exact": ..., "correct": ...} of one answer against its references."""
+    refs = [normalize(r, case_sensitive) for r in references]
+    answer = normalize(response, case_sensitive)
+    exact = answer in refs
+    head = normalize(first_sentence(response), case_sensitive)
+    flags = 0 if case_sensitive else re.IGNORECASE
+    found = any(re.search(rf"(?<![\w-]){re.escape(r)}(?![\w-])", head, flags) for r in refs)
+    return {"exact": exact, "correct": exact or found}
