@@ -12,6 +12,7 @@ from fts.artifacts import read_jsonl, write_jsonl
 from fts.cache import Cache
 from fts.data import first_per_category, load_prompts
 from fts.data.formats import load_by_format
+from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.judges import Judge
 from fts.records import Prompt
@@ -63,7 +64,10 @@ class Evaluator:
     def generate(self, model, tokenizer, prompts: list[Prompt], desc: str) -> list[dict]:
         started = time.perf_counter()
         cfg = self.eval_cfg
-        rows = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc=desc)
+        if cfg.engine == "openai":  # an API model (fts.models.openai): chat completions, no tokenizer here
+            rows = openai_engine.generate(model, prompts, cfg.max_new_tokens, desc=desc)
+        else:
+            rows = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, desc=desc)
         log.info("%s: %d prompts in %.1f s", desc, len(rows), time.perf_counter() - started)
         return rows
 

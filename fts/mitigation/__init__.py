@@ -9,6 +9,7 @@
 
 import logging
 import random
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -20,7 +21,10 @@ from fts.records import Example
 log = logging.getLogger(__name__)
 
 
-def apply(examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack) -> list[Example]:
+def apply(
+    examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack, out: Path | None = None
+) -> list[Example]:
+    """The fine-tuning set after the mitigation; `out` (the run dir) receives its record, if it writes one."""
     if mitigation_cfg.name == "none":
         return examples
     if mitigation_cfg.name == "safety_mix":
