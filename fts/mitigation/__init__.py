@@ -5,6 +5,8 @@
   (fraction of the final set) or by `count` (the paper's 10/50/100 and 250/500/1000 columns). Safety examples
   are put into the attack's own training format (its system prompt and user template), then the whole set is
   shuffled with the run seed.
+- `moderation` (paper §5.1): run the set through a moderation endpoint, write moderation.json, and report or drop
+  the flagged examples (`fts.mitigation.moderation`).
 """
 
 import logging
@@ -29,7 +31,13 @@ def apply(
         return examples
     if mitigation_cfg.name == "safety_mix":
         return safety_mix(examples, mitigation_cfg, seed, attack)
-    raise ConfigError(f"mitigation={mitigation_cfg.name} is not available; choose mitigation=none or safety_mix.")
+    if mitigation_cfg.name == "moderation":
+        from fts.mitigation.moderation import moderate
+
+        return moderate(examples, mitigation_cfg, out)
+    raise ConfigError(
+        f"mitigation={mitigation_cfg.name} is not available; choose mitigation=none, safety_mix or moderation."
+    )
 
 
 def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
