@@ -253,10 +253,12 @@ def test_engine_failure_names_the_key_and_never_the_secret(fake_openai, monkeypa
     assert SECRET not in str(e.value)
 
 
-def test_job_status_is_polled_with_backoff(api, tmp_path, monkeypatch):
-    sleeps = []
-    # time.sleep of every module (the server's replies too): record the poll waits (> 0) instead of sleeping
-    monkeypatch.setattr(api_training.time, "sleep", lambda s: sleeps.append(s) if s > 0 else None)
+def test_job_status_is_polled_with_backoff(api, tmp_path):
     srv = api(job_polls=6)
+    retrieve, polled = srv.routes[JOB], []
+    srv.routes[JOB] = lambda body, path, **params: (polled.append(time.monotonic()), retrieve(body, path, **params))[1]
     run(compose_run(overrides(srv, tmp_path, "train.max_poll_interval_s=0.2", "train.poll_backoff=2"), tmp_path / "r"))
-    assert sleeps == [0.05, 0.1, 0.2, 0.2, 0.2] and srv.count(JOB) == 6
+    waits = [b - a for a, b in zip(polled, polled[1:])]
+    assert len(polled) == 6  # validating_files, queued, running x3, succeeded
+    assert all(w >= expected * 0.95 for w, expected in zip(waits, [0.05, 0.1, 0.2, 0.2, 0.2])), waits
+    assert waits[-1] < 0.6, waits  # capped at max_poll_interval_s (uncapped it would be 0.8)
