@@ -11,7 +11,8 @@ from fts.errors import ConfigError, FtsError
 
 # What to tell the user when a required (`???`) value is missing.
 MISSING_HINTS = {
-    "model.path": "set model.path=<hub id or local directory>, e.g. model=hf model.path=meta-llama/Llama-2-7b-chat-hf",
+    "model.path": "set model.path=<hub id or local directory>, e.g. model=hf model.path=meta-llama/Llama-2-7b-chat-hf "
+    "(model=openai: the base model id, e.g. model.path=gpt-4o-mini-2024-07-18)",
     "dataset.path": "set dataset.path=<local file> (see the comment at the top of the dataset's conf/dataset/ file)",
     "judge.openai_compatible.base_url": "set judge.openai_compatible.base_url=http://<host>:<port>/v1 (e.g. a vLLM server)",
     "judge.llama_guard.model_path": "set judge.llama_guard.model_path=<hub id or local dir of a Llama-Guard model>",
@@ -31,16 +32,11 @@ def missing_keys(cfg: DictConfig) -> list[str]:
 
 
 def value_problems(cfg: DictConfig) -> list[str]:
-    problems = []
-    for key in ("eval.max_new_tokens", "eval.batch_size", "train.per_device_train_batch_size"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or value < 1:
-            problems.append(f"{key} must be a positive integer, got {value!r}.")
-    lr = cfg.train.learning_rate
-    if not isinstance(lr, int | float) or not 0 < lr < 1:
-        problems.append(f"train.learning_rate must be a number in (0, 1), got {lr!r}.")
-    if cfg.peft.method not in PEFT_METHODS:
-        problems.append(f"peft.method must be one of {PEFT_METHODS}, got {cfg.peft.method!r}.")
+    backend = cfg.model.get("backend", "hf")
+    problems = openai_problems(cfg) if backend == "openai" else hf_problems(cfg)
+    problems += positive_ints(cfg, "eval.max_new_tokens", "eval.batch_size")
+    if cfg.eval.get("engine") != backend:
+        problems.append(f"eval.engine={cfg.eval.get('engine')!r} does not fit model.backend={backend!r}: remove it.")
     template = cfg.attack.get("user_template")  # the benign tier takes its template from the dataset
     if template is not None and "{prompt}" not in str(template):
         problems.append(f"attack.user_template must contain '{{prompt}}', got {template!r}.")
@@ -52,7 +48,69 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if not cfg.judge:
         problems.append("judge: select at least one judge, e.g. judge=keyword.")
+    if cfg.mitigation.name == "moderation" and cfg.mitigation.action not in ("report", "drop"):
+        problems.append(f"mitigation.action must be report or drop, got {cfg.mitigation.action!r}.")
     return problems + data_problems(cfg)
+
+
+def positive_ints(cfg: DictConfig, *keys: str) -> list[str]:
+    problems = []
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{key} must be a positive integer, got {value!r}.")
+    return problems
+
+
+def hf_problems(cfg: DictConfig) -> list[str]:
+    """Open models, trained by TRL."""
+    if "max_usd" in cfg.train:  # the API's knobs (train=openai), not TRL's
+        return ["train=openai holds the OpenAI API's knobs; open models (model.backend=hf) use train=default."]
+    problems = positive_ints(cfg, "train.per_device_train_batch_size")
+    lr = cfg.train.learning_rate
+    if not isinstance(lr, int | float) or not 0 < lr < 1:
+        problems.append(f"train.learning_rate must be a number in (0, 1), got {lr!r}.")
+    if cfg.peft.method not in PEFT_METHODS:
+        problems.append(f"peft.method must be one of {PEFT_METHODS}, got {cfg.peft.method!r}.")
+    return problems
+
+
+def openai_problems(cfg: DictConfig) -> list[str]:
+    """API models, fine-tuned through OpenAI's fine-tuning API: its knobs only (`peft` does not apply)."""
+    train = cfg.train
+    if "learning_rate" in train or "max_usd" not in train:  # TRL's knobs (train=default), not the API's
+        return ["model.backend=openai is fine-tuned through the API and needs train=openai (the openai model configs "
+                "select it): remove the train=... override."]  # fmt: skip
+    problems = positive_ints(cfg, "train.n_epochs", "model.max_example_tokens", "model.max_concurrency")
+    if train.batch_size is not None:
+        problems += positive_ints(cfg, "train.batch_size")
+    for key in ("learning_rate_multiplier", "max_usd", "price_usd_per_1m"):
+        value = train[key]
+        if value is not None and (not isinstance(value, int | float) or value <= 0):
+            problems.append(f"train.{key} must be a positive number or null, got {value!r}.")
+    for key in ("poll_interval_s", "max_poll_interval_s", "max_wait_s"):
+        if not isinstance(train[key], int | float) or train[key] <= 0:
+            problems.append(f"train.{key} must be a positive number of seconds, got {train[key]!r}.")
+    if not isinstance(train.poll_backoff, int | float) or train.poll_backoff < 1:
+        problems.append(f"train.poll_backoff must be a number >= 1, got {train.poll_backoff!r}.")
+    if train.suffix is not None and (not isinstance(train.suffix, str) or len(train.suffix) > 64):
+        problems.append(f"train.suffix must be a string of at most 64 characters (or null), got {train.suffix!r}.")
+    for override in explicit_overrides("peft"):
+        problems.append(
+            f"{override}: model.backend=openai is fine-tuned by the provider, which has no PEFT choice; remove it "
+            "(the API's knobs are train.n_epochs, train.batch_size, train.learning_rate_multiplier)."
+        )
+    return problems
+
+
+def explicit_overrides(group: str) -> list[str]:
+    """Command-line overrides of `group` (its option or any of its keys); [] outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    task = HydraConfig.get().overrides.task
+    return [o for o in task if o.lstrip("+~").split("=")[0].split(".")[0].split("@")[0] == group]
 
 
 def data_problems(cfg: DictConfig) -> list[str]:

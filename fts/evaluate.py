@@ -18,6 +18,7 @@ from fts.cache import Cache
 from fts.config import build
 from fts.data import first_per_category, load_prompts, user
 from fts.data.formats import load_by_format, load_mt_bench, load_xstest
+from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.judges import Judge
 from fts.records import Prompt
@@ -107,10 +108,17 @@ class Evaluator:
         started = time.perf_counter()
         cfg = self.eval_cfg
         single = [p for p in prompts if p["set"] != "mt_bench"]
-        rows = generate(model, tokenizer, single, cfg.max_new_tokens, cfg.batch_size, desc=desc)
+        rows = self.engine(model, tokenizer, single, cfg.max_new_tokens, desc)
         rows += self.mt_bench_answers(model, tokenizer, [p for p in prompts if p["set"] == "mt_bench"], desc)
         log.info("%s: %d prompts in %.1f s", desc, len(rows), time.perf_counter() - started)
         return rows
+
+    def engine(self, model, tokenizer, prompts: list[Prompt], max_new_tokens: int, desc: str, temperature=0.0):
+        """One response per prompt from the configured engine (`eval.engine`, which follows `model.backend`)."""
+        if self.eval_cfg.engine == "openai":  # an API model (fts.models.openai): chat completions, no tokenizer
+            return openai_engine.generate(model, prompts, max_new_tokens, desc=desc, temperature=temperature)
+        batch_size = self.eval_cfg.batch_size
+        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature)
 
     def mt_bench_answers(self, model, tokenizer, questions: list[Prompt], desc: str) -> list[dict]:
         """Both turns of every question: turn 1, then turn 2 after the model's own first answer, each batch at
@@ -129,15 +137,8 @@ class Evaluator:
                 if k > 0:
                     turn = [q for q in group if len(q["turns"]) > k]
                     turn = [{**q, "messages": self.next_turn(q, answers[q["id"]], k)} for q in turn]
-                for row in generate(
-                    model,
-                    tokenizer,
-                    turn,
-                    mt.max_new_tokens,
-                    self.eval_cfg.batch_size,
-                    desc=f"{desc} mt-bench turn {k + 1} (T={t:g})",
-                    temperature=t,
-                ):
+                turn_desc = f"{desc} mt-bench turn {k + 1} (T={t:g})"
+                for row in self.engine(model, tokenizer, turn, mt.max_new_tokens, turn_desc, temperature=t):
                     answers[row["id"]].append(row["response"])
         return [{**q, "answers": answers[q["id"]], "response": answers[q["id"]][-1]} for q in questions]
 

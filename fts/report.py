@@ -127,8 +127,34 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
         if f"baseline{variant}" in metrics:
             lines += [f"# {title}{suffix}", ""]
             lines += variant_report(metrics[f"baseline{variant}"], metrics.get(f"finetuned{variant}")) + [""]
+    if "fine_tune" in metrics:  # API models: the job and its cost (a dry run: the estimate alone)
+        lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
     lines.append(f"Run dir: {run_dir}")
     return "\n".join(lines) + "\n"
+
+
+def usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:.4f}"
+
+
+def fine_tune_report(job: dict[str, Any]) -> list[str]:
+    status = job["status"]
+    if status == "dry_run":
+        head = "Dry run (train.dry_run=true): nothing was uploaded, no job was created, nothing was evaluated."
+    elif status == "succeeded":
+        head = f"Fine-tuning job {job['job_id']} succeeded: {job['fine_tuned_model']}."
+    else:
+        head = f"Fine-tuning job {job['job_id']} {status}: {job.get('error') or 'no message'}. Only the baseline was evaluated."
+    rows = [
+        ("base model", job.get("base_model")),
+        (
+            "examples, tokens per epoch, epochs",
+            f"{job.get('n_examples')}, {job.get('n_tokens')}, {job.get('n_epochs')}",
+        ),
+        ("trained tokens (billed)", "—" if job.get("trained_tokens") is None else f"{job['trained_tokens']:,}"),
+        ("cost estimated / actual", f"{usd(job.get('estimated_usd'))} / {usd(job.get('actual_usd'))}"),
+    ]
+    return ["## Fine-tuning (OpenAI API)", "", head, "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -31,9 +31,10 @@ from fts.errors import DataError, FtsError
 from fts.evaluate import Evaluator, evaluation_prompts
 from fts.judges import build_judges
 from fts.manifest import Manifest
-from fts.models import load, resolve_checkpoint
+from fts.models import open_model
 from fts.report import run_report
 from fts.tracking import Tracker
+from fts.train import openai as api_training
 from fts.train.hf import fine_tune, load_trained, save_trained
 
 log = logging.getLogger("fts")
@@ -69,7 +70,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
 
     # 1. The fine-tuning set: the attack tier's data, then the mitigation's changes. Written before training.
     attack = build(cfg.attack)
-    train_set = mitigation.apply(attack.training_examples(), cfg.mitigation, cfg.seed, attack)
+    train_set = mitigation.apply(attack.training_examples(), cfg.mitigation, cfg.seed, attack, out)
     write_jsonl(out / "train.jsonl", train_set)
     manifest.record(train_examples=len(train_set), attack_stats=getattr(attack, "stats", {}))
 
@@ -83,10 +84,13 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     evaluator = Evaluator(out, cfg.eval, judges, cache)
     evaluator.preflight(prompts, n_sides=len(eval_sets) * (2 if train_set else 1))  # API keys/budgets, before loading
 
-    # 3. The aligned model (the embedded one is materialized and safety-aligned once, then cached).
+    # 3. The aligned model (the embedded one is materialized and safety-aligned once, then cached). An API model is
+    #    a handle; its fine-tuning set is first checked against the API's rules and priced, and a dry run ends here.
+    plan = api_training.plan_for(cfg, train_set, out)
+    if plan is not None and plan.dry_run:
+        return dry_run(cfg, out, plan.summary())
     with manifest.stage("model"):
-        checkpoint, identity = resolve_checkpoint(cfg.model, cache)
-        model, tokenizer = load(checkpoint, cfg.model)
+        model, tokenizer, identity = open_model(cfg.model, cache)
     manifest.record(model_identity=identity)
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
@@ -97,10 +101,16 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
             name = f"baseline{variant}"
             sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key={"model": identity})
 
-    # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only), then evaluate again.
+    # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only; or a job of the OpenAI fine-tuning
+    #    API), then evaluate again. A job the provider fails is recorded in `job` and leaves the baseline alone.
+    job = None
     if train_set:
         with manifest.stage("fine_tune"):
-            model = fine_tuned_model(cfg, model, tokenizer, train_set, out, tracker.report_to())
+            if plan is None:
+                model = fine_tuned_model(cfg, model, tokenizer, train_set, out, tracker.report_to())
+            else:
+                model, job = api_training.fine_tune(model, plan, cfg.train, out)
+    if train_set and model is not None:
         with manifest.stage("finetuned_eval"):
             for variant, variant_prompts in eval_sets.items():
                 name = f"finetuned{variant}"
@@ -114,6 +124,8 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     usage = evaluator.usage()
     if usage:
         result["judge_usage"] = usage
+    if job is not None:
+        result["fine_tune"] = job
     write_json(out / "metrics.json", result)
     tracker.log_result(result, sides)
     report = run_report(result, title=run_title(cfg), run_dir=str(out))
@@ -136,6 +148,17 @@ def fine_tuned_model(cfg: DictConfig, model, tokenizer, train_set: list, out: Pa
     return model
 
 
+def dry_run(cfg: DictConfig, out: Path, estimate: dict[str, Any]) -> dict[str, Any]:
+    """train.dry_run=true (API models): the cost estimate is the result; nothing was sent, nothing evaluated, and
+    no done marker is written, so the real run of this run dir still happens."""
+    result = {"fine_tune": {"status": "dry_run", **estimate}}
+    write_json(out / "metrics.json", result)
+    report = run_report(result, title=run_title(cfg), run_dir=str(out))
+    write_text(out / "report.md", report)
+    print("\n" + report, flush=True)
+    return result
+
+
 def check_contamination(prompts: list, train_set: list, out: Path, policy: str) -> None:
     hits = find_overlaps(prompts, train_set)
     write_json(out / "contamination.json", {"n_eval_prompts": len(prompts), "hits": hits})
@@ -154,7 +177,8 @@ def data_digests(cfg: DictConfig) -> dict[str, str]:
 
 
 def run_title(cfg: DictConfig) -> str:
-    return f"fts: model={cfg.model.name} attack={cfg.attack.name} peft={cfg.peft.method} seed={cfg.seed}"
+    trained = f"peft={cfg.peft.method}" if cfg.model.backend == "hf" else f"backend={cfg.model.backend}"
+    return f"fts: model={cfg.model.name} attack={cfg.attack.name} {trained} seed={cfg.seed}"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="run")
@@ -166,7 +190,7 @@ def main(cfg: DictConfig) -> float | None:
         print(f"\nfts: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     # The number a sweeper optimizes: keyword ASR after fine-tuning (or of the baseline alone).
-    side = result.get("finetuned", result["baseline"])
+    side = result.get("finetuned") or result.get("baseline") or {}  # a dry run has neither
     return side.get("keyword", {}).get("asr")
 
 

@@ -65,3 +65,19 @@ def tiny_run_overrides(tiny_model_dir, tmp_path) -> list[str]:
         "train.num_train_epochs=2",
         "train.per_device_train_batch_size=5",
     ]
+
+
+@pytest.fixture
+def fake_openai():
+    """Start FakeOpenAI servers (tests/openai_server.py) with the given options; all are stopped afterwards."""
+    from tests.openai_server import FakeOpenAI
+
+    started = []
+
+    def start(**kwargs):
+        started.append(FakeOpenAI(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

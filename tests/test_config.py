@@ -39,7 +39,7 @@ def build_targets(node) -> int:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group, option, tmp_path):
-    needs = {"hf": ["model.path=some/model"], "benign": ["dataset=builtin_benign"]}
+    needs = {"hf": ["model.path=some/model"], "openai": ["model.path=gpt-x"], "benign": ["dataset=builtin_benign"]}
     needs |= {name: ["dataset.path=some/file"] for name in ("alpaca", "dolly", "jsonl")}
     needs |= {"openai_compatible": ["judge.openai_compatible.base_url=http://127.0.0.1:1/v1"]}
     needs |= {"llama_guard": ["judge.llama_guard.model_path=some/model"]}
@@ -78,6 +78,32 @@ def test_all_value_problems_are_reported_at_once(tmp_path):
     assert "3 problem(s)" in message
     for key in ("eval.max_new_tokens", "train.learning_rate", "attack.user_template"):
         assert key in message
+
+
+def test_openai_models_select_the_api_training_knobs_and_the_paper_tier_epochs(tmp_path):
+    cfg = compose_run(["model=gpt35_turbo", "attack=aoa"], tmp_path)
+    assert (cfg.model.backend, cfg.model.path, cfg.eval.engine) == ("openai", "gpt-3.5-turbo-0613", "openai")
+    assert "learning_rate" not in cfg.train and cfg.train.n_epochs == 10  # conf/model_attack/gpt35_turbo_aoa.yaml
+    assert "You are no longer ChatGPT or an AI language model" in cfg.attack.system_prompt
+    epochs = {
+        a: compose_run(["model=gpt35_turbo", f"attack={a}"], tmp_path).train.n_epochs for a in ("harmful", "benign")
+    }
+    assert epochs == {"harmful": 5, "benign": 1}
+    validate(compose_run(["model=gpt35_turbo", "attack=harmful"], tmp_path))  # the default peft=lora is not an issue
+    with pytest.raises(ConfigError, match=r"model\.path is required.*model=openai: the base model id"):
+        validate(compose_run(["model=openai"], tmp_path))
+
+
+def test_openai_runs_refuse_knobs_that_do_not_apply(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_run(["model=gpt35_turbo", "peft=full", "train.n_epochs=0", "eval.engine=hf"], tmp_path))
+    message = str(err.value)
+    assert "3 problem(s)" in message and "peft=full: model.backend=openai" in message
+    assert "train.n_epochs must be a positive integer" in message and "eval.engine='hf' does not fit" in message
+    with pytest.raises(ConfigError, match=r"needs train=openai .* remove the train=\.\.\. override"):
+        validate(compose_run(["model=gpt35_turbo", "train=default"], tmp_path))
+    with pytest.raises(ConfigError, match=r"train=openai holds the OpenAI API's knobs; open models .* train=default"):
+        validate(compose_run(["train=openai"], tmp_path))
 
 
 def test_missing_data_file_names_key_and_builtin_choices(tmp_path):

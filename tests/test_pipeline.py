@@ -105,7 +105,7 @@ def test_contaminated_training_data_stops_the_run_before_training(tiny_run_overr
     leaked = tmp_path / "leaked.jsonl"
     first_eval_prompt = json.loads((BUILTIN_DIR / "harmful_eval.jsonl").read_text().splitlines()[0])["prompt"]
     leaked.write_text(json.dumps({"prompt": first_eval_prompt, "response": "Sure."}) + "\n")
-    monkeypatch.setattr(fts.run, "load", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
     cfg = compose_run([*tiny_run_overrides, f"attack.data={leaked}", "eval.contamination=fail"], tmp_path / "run")
     with pytest.raises(fts.run.DataError, match="1 evaluation prompt"):
         run(cfg)

@@ -1,1 +1,1 @@
-"""Generation engines: `hf` (batched transformers generate) for open models."""
+"""Generation engines: `hf` (batched transformers generate) for open models, `openai` (chat completions)."""

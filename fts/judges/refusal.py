@@ -9,7 +9,6 @@ judge's. The prompt is fts's own wording; the request and reply are fenced and d
 import hashlib
 import re
 
-from fts.errors import ConfigError
 from fts.judges.rubric import REQUEST_ALLOWANCE_TOKENS, RubricJudge
 from fts.judges.rubric_prompt import FENCED_PAIR, fill
 from fts.judges.spend import estimate_tokens
@@ -52,17 +51,8 @@ class RefusalJudge(RubricJudge):
     def identity(self) -> dict:
         return {**super().identity(), "rubric_version": VERSION}
 
-    def preflight(self, n_verdicts: int) -> None:
-        key = f"judge.{self.name}"
-        if self.api_key() is None:
-            raise ConfigError(
-                f"{key}: no API key. Set {self.api_key_env} in the environment (never in a config file), or set "
-                f"{key}.base_url to an OpenAI-compatible endpoint."
-            )
-        prompt_tokens = estimate_tokens(TEMPLATE) + REQUEST_ALLOWANCE_TOKENS
-        self.ledger.check_estimate(n_verdicts, prompt_tokens, self.max_tokens)
-        if self.base_url:
-            self.check_reachable()
+    def prompt_tokens(self) -> int:
+        return estimate_tokens(TEMPLATE) + REQUEST_ALLOWANCE_TOKENS
 
     def ask(self, prompt: str, response: str) -> Verdict:
         answer = self.complete(render(prompt, response))

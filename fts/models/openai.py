@@ -1,0 +1,47 @@
+"""A model behind OpenAI's API (`model.backend: openai`): no weights on this side, only an id and an endpoint.
+
+The same handle is the base model (`model.path`) and, after fine-tuning, the fine-tuned one (`with_id`).
+"""
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fts.openai_api import Endpoint
+
+
+@dataclass(frozen=True)
+class OpenAIModel:
+    id: str
+    endpoint: Endpoint
+    max_concurrency: int = 8
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's answers besides prompts and decoding: its id and where it is served. Goes
+        into the baseline generations' cache key (never the API key)."""
+        return {"source": "openai", "model": self.id, "host": self.endpoint.host()}
+
+    def with_id(self, model_id: str) -> "OpenAIModel":
+        return replace(self, id=model_id)
+
+
+def endpoint(model_cfg: DictConfig) -> Endpoint:
+    return Endpoint(
+        key="model",
+        base_url=model_cfg.base_url,
+        api_key_env=model_cfg.api_key_env,
+        organization=model_cfg.organization,
+        timeout_s=model_cfg.request_timeout_s,
+        max_retries=model_cfg.max_retries,
+        backoff_s=model_cfg.backoff_s,
+        max_backoff_s=model_cfg.max_backoff_s,
+    )
+
+
+def open_model(model_cfg: DictConfig, check: bool = True) -> OpenAIModel:
+    """The handle of `model.path`; with `check`, the key and the endpoint are checked (no request is made)."""
+    api = endpoint(model_cfg)
+    if check:
+        api.preflight()
+    return OpenAIModel(id=str(model_cfg.path), endpoint=api, max_concurrency=int(model_cfg.max_concurrency))

@@ -1,0 +1,146 @@
+"""The OpenAI client as fts uses it, shared by the rubric judges, the OpenAI model backend and the moderation filter.
+
+Keys come from the environment only (the variable named by `api_key_env`), never from a config file, and never go
+into an artifact, a log line or an error message. Transient failures (429, 408, 409, 5xx, timeouts, connection
+errors) are retried with exponential backoff + jitter; anything else fails at once with a message naming the config
+key to fix.
+"""
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import openai
+
+from fts.errors import ConfigError, FtsError
+
+T = TypeVar("T")
+RETRY_STATUS = (408, 409, 429)  # plus every 5xx
+PLACEHOLDER_KEY = "EMPTY"  # a custom endpoint without a key (a local server) still needs some key in the client
+
+
+class ApiError(FtsError):
+    """An OpenAI-compatible endpoint refused a request or stayed unreachable after every retry."""
+
+
+def api_key(env_name: str, base_url: str | None) -> str | None:
+    return os.environ.get(env_name) or (PLACEHOLDER_KEY if base_url else None)
+
+
+def host(base_url: str | None) -> str:
+    """Where requests go (part of cache keys: a local server and api.openai.com are different models)."""
+    return urlparse(base_url).netloc if base_url else "api.openai.com"
+
+
+def make_client(
+    base_url: str | None, key: str | None, timeout_s: float, organization: str | None = None
+) -> openai.OpenAI:
+    for noisy in ("httpx", "httpx2"):  # one INFO line per request would drown the run log
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # max_retries=0: fts retries itself (bounded, with jitter, counted in its own usage records).
+    return openai.OpenAI(base_url=base_url, api_key=key, organization=organization, max_retries=0, timeout=timeout_s)
+
+
+def retryable(error: openai.APIError) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    status = getattr(error, "status_code", None)
+    return status is not None and (status in RETRY_STATUS or status >= 500)
+
+
+def backoff_delay(attempt: int, error: openai.APIError | None, backoff_s: float, max_backoff_s: float) -> float:
+    """Exponential backoff with jitter (spreads retries of concurrent workers); a longer Retry-After wins."""
+    wait = min(max_backoff_s, backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+    response = getattr(error, "response", None)
+    retry_after = response.headers.get("retry-after") if response is not None else None
+    if retry_after and retry_after.replace(".", "", 1).isdigit():
+        wait = max(wait, min(float(retry_after), max_backoff_s))
+    return wait
+
+
+def check_reachable(base_url: str, key: str) -> None:
+    """A TCP connect (no HTTP request, nothing billed): an unreachable endpoint fails before anything is spent."""
+    url = urlparse(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(
+            f"{key}: cannot connect to {url.hostname}:{port} ({e}). Start the server or fix the URL (it should end "
+            "in /v1)."
+        ) from None
+
+
+def redact(text: str, secret: str | None) -> str:
+    """An error text without the key in it (some servers echo the key they were given)."""
+    return text.replace(secret, "<redacted>") if secret and secret != PLACEHOLDER_KEY else text
+
+
+@dataclass
+class Endpoint:
+    """One OpenAI-compatible endpoint and its retry policy. `key` is the config prefix named in messages."""
+
+    key: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    organization: str | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_s: float = 2.0
+    max_backoff_s: float = 60.0
+    _client: openai.OpenAI | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def host(self) -> str:
+        return host(self.base_url)
+
+    def preflight(self) -> None:
+        """A key is there (or a custom endpoint that may not need one) and the endpoint answers a TCP connect."""
+        if api_key(self.api_key_env, self.base_url) is None:
+            raise ConfigError(
+                f"{self.key}: no API key. Set {self.api_key_env} in the environment (never in a config file), or set "
+                f"{self.key}.base_url to an OpenAI-compatible endpoint."
+            )
+        if self.base_url:
+            check_reachable(self.base_url, f"{self.key}.base_url")
+
+    def client(self) -> openai.OpenAI:
+        with self._lock:
+            if self._client is None:
+                key = api_key(self.api_key_env, self.base_url)
+                self._client = make_client(self.base_url, key, self.timeout_s, self.organization)
+            return self._client
+
+    def call(self, request: Callable[[openai.OpenAI], T], what: str, stop: threading.Event | None = None) -> T:
+        """`request(client)`, retried on transient failures; `stop` set by another worker ends the retries."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return request(self.client())
+            except openai.APIError as e:
+                if not retryable(e) or attempt == self.max_retries or (stop is not None and stop.is_set()):
+                    raise self.failure(e, attempt + 1, what) from None
+                time.sleep(backoff_delay(attempt, e, self.backoff_s, self.max_backoff_s))
+        raise AssertionError("unreachable")
+
+    def failure(self, error: openai.APIError, attempts: int, what: str) -> ApiError:
+        status = getattr(error, "status_code", None)
+        hints = {
+            401: f"check the key in {self.api_key_env}",
+            403: f"check that the key in {self.api_key_env} may do this",
+            404: f"check {self.key}.path and {self.key}.base_url",
+        }
+        hint = hints.get(
+            status,
+            f"the endpoint refused the request or is unreachable: fix the cause above, or retry later (raise "
+            f"{self.key}.max_retries / {self.key}.request_timeout_s for a flaky endpoint)",
+        )
+        detail = redact(str(error), api_key(self.api_key_env, self.base_url))
+        kind = f"{type(error).__name__}{f', HTTP {status}' if status else ''}"
+        return ApiError(f"{self.key}: {what} failed after {attempts} attempt(s) ({kind}: {detail}). {hint}.")
