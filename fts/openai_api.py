@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import openai
@@ -97,6 +97,20 @@ class Endpoint:
     max_backoff_s: float = 60.0
     _client: openai.OpenAI | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_config(cls, key: str, cfg: Any) -> "Endpoint":
+        """The endpoint a config node describes (base_url, api_key_env, request_timeout_s, retry settings)."""
+        return cls(
+            key=key,
+            base_url=cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            organization=cfg.get("organization"),
+            timeout_s=cfg.request_timeout_s,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.backoff_s,
+            max_backoff_s=cfg.max_backoff_s,
+        )
 
     def host(self) -> str:
         return host(self.base_url)

@@ -67,15 +67,7 @@ def moderate(examples: list[Example], cfg: DictConfig, out: Path | None) -> list
 
 
 def endpoint(cfg: DictConfig) -> Endpoint:
-    api = Endpoint(
-        key="mitigation",
-        base_url=cfg.base_url,
-        api_key_env=cfg.api_key_env,
-        timeout_s=cfg.request_timeout_s,
-        max_retries=cfg.max_retries,
-        backoff_s=cfg.backoff_s,
-        max_backoff_s=cfg.max_backoff_s,
-    )
+    api = Endpoint.from_config("mitigation", cfg)
     api.preflight()  # a missing key fails here, before any model loads
     return api
 

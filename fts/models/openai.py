@@ -27,16 +27,7 @@ class OpenAIModel:
 
 
 def endpoint(model_cfg: DictConfig) -> Endpoint:
-    return Endpoint(
-        key="model",
-        base_url=model_cfg.base_url,
-        api_key_env=model_cfg.api_key_env,
-        organization=model_cfg.organization,
-        timeout_s=model_cfg.request_timeout_s,
-        max_retries=model_cfg.max_retries,
-        backoff_s=model_cfg.backoff_s,
-        max_backoff_s=model_cfg.max_backoff_s,
-    )
+    return Endpoint.from_config("model", model_cfg)
 
 
 def open_model(model_cfg: DictConfig, check: bool = True) -> OpenAIModel:
