@@ -4,7 +4,8 @@
     both --generate on harmful benchmark + benign prompts--> judges --> metrics before/after
 
 Each stage writes its artifact into the run dir atomically; rerunning with the same `hydra.run.dir` resumes at
-the first missing artifact.
+the first missing artifact. Under `accelerate launch` every process trains and only the main one writes and
+evaluates (`fts.distributed`).
 """
 
 import gc
@@ -20,8 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
+from fts import distributed, mitigation
 from fts import metrics as M
-from fts import mitigation
 from fts.artifacts import write_json, write_jsonl, write_text
 from fts.cache import Cache, file_digest
 from fts.config import build, validate
@@ -34,7 +35,7 @@ from fts.manifest import Manifest
 from fts.models import load, resolve_checkpoint
 from fts.report import run_report
 from fts.tracking import Tracker
-from fts.train.hf import fine_tune, load_trained, save_trained
+from fts.train.hf import fine_tune, load_trained, save_merged
 
 log = logging.getLogger("fts")
 DONE = "done"  # marker written last: a run dir with it is complete
@@ -47,6 +48,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if (out / DONE).exists():  # a finished cell of a rerun sweep: nothing to do
         log.info("%s is finished (%s exists); returning its metrics", out, DONE)
         return json.loads((out / "metrics.json").read_text())
+    distributed.setup(cfg.train.get("ddp_timeout", 1800))
+    if not distributed.is_main():
+        return train_alongside_main(cfg, out)
     try:
         with Tracker.from_config(cfg.logger, cfg, out) as tracker:  # W&B (logger=wandb) is finished inside the job
             return run_cell(cfg, out, tracker)
@@ -84,10 +88,11 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     evaluator = Evaluator(out, cfg.eval, judges, cache)
 
     # 3. The aligned model (the embedded one is materialized and safety-aligned once, then cached).
+    quantization = cfg.peft.get("quantization")  # QLoRA loads the model in 4 bit
     with manifest.stage("model"):
-        checkpoint, identity = resolve_checkpoint(cfg.model, cache)
-        model, tokenizer = load(checkpoint, cfg.model)
-    manifest.record(model_identity=identity)
+        checkpoint, identity = resolve_checkpoint(cfg.model, cache, quantization)
+        model, tokenizer = load(checkpoint, cfg.model, quantization)
+    manifest.record(model_identity=identity, model_commit=getattr(model.config, "_commit_hash", None))
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
     #    of N cells evaluates it once.
@@ -96,11 +101,12 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         for variant, variant_prompts in eval_sets.items():
             name = f"baseline{variant}"
             sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key={"model": identity})
+    distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
     # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only), then evaluate again.
     if train_set:
         with manifest.stage("fine_tune"):
-            model = fine_tuned_model(cfg, model, tokenizer, train_set, out, tracker.report_to())
+            model = fine_tuned_model(cfg, checkpoint, model, tokenizer, train_set, out, tracker.report_to())
         with manifest.stage("finetuned_eval"):
             for variant, variant_prompts in eval_sets.items():
                 name = f"finetuned{variant}"
@@ -123,17 +129,54 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     return result
 
 
-def fine_tuned_model(cfg: DictConfig, model, tokenizer, train_set: list, out: Path, report_to: list[str]):
-    """Train, or reload what an earlier, interrupted run of this run dir already trained."""
+def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_set: list, out: Path, report_to: list):
+    """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
     model_dir = out / "model"
     if (model_dir / "complete").exists():
-        return load_trained(model, model_dir)
+        model = load_trained(model, model_dir)
+    elif distributed.num_processes() > 1:
+        train_and_save(cfg, model, tokenizer, train_set, out, report_to)
+        # FSDP / ZeRO-3 leave the trained model sharded across processes: evaluate the saved one, reloaded whole
+        release_memory()
+        base, _ = load(checkpoint, cfg.model, cfg.peft.get("quantization"))
+        model = load_trained(base, model_dir)
+    else:
+        model = train_and_save(cfg, model, tokenizer, train_set, out, report_to)
+    if cfg.save_model == "merged" and cfg.peft.method != "full" and not (model_dir / "merged").exists():
+        base, _ = load(checkpoint, cfg.model)  # the full-precision base, whatever the training loaded
+        save_merged(base, tokenizer, model_dir)
+        del base
+    return model
+
+
+def train_and_save(cfg: DictConfig, model, tokenizer, train_set: list, out: Path, report_to: list):
+    # A multi-process run must save the weights: the main process evaluates them reloaded.
+    weights = bool(cfg.save_model) or distributed.num_processes() > 1
     train_cfg = OmegaConf.merge(cfg.train, {"report_to": report_to})  # TRL's curves go into our W&B run
     scratch = out / "checkpoints"  # the trainer's output_dir; fts saves the model itself (save_strategy "no")
-    model, history = fine_tune(model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed)
-    save_trained(model, tokenizer, model_dir, history, cfg.save_model)
-    shutil.rmtree(scratch, ignore_errors=True)
+    model, _ = fine_tune(
+        model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed, out / "model", weights
+    )
+    if distributed.is_main():
+        shutil.rmtree(scratch, ignore_errors=True)
     return model
+
+
+def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """A non-main process of a multi-process run: the same fine-tuning set and model, its share of every batch.
+
+    It writes nothing. It waits while the main process resolves (and caches) the model and evaluates the baseline.
+    """
+    set_seed(cfg.seed)
+    attack = build(cfg.attack)
+    train_set = mitigation.apply(attack.training_examples(), cfg.mitigation, cfg.seed, attack)
+    distributed.barrier()
+    if train_set and not (out / "model" / "complete").exists():
+        quantization = cfg.peft.get("quantization")
+        checkpoint, _ = resolve_checkpoint(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled), quantization)
+        model, tokenizer = load(checkpoint, cfg.model, quantization)
+        train_and_save(cfg, model, tokenizer, train_set, out, report_to=[])
+    return {}
 
 
 def check_contamination(prompts: list, train_set: list, out: Path, policy: str) -> None:
@@ -165,6 +208,8 @@ def main(cfg: DictConfig) -> float | None:
         # A user error: one paragraph naming the key/file and the fix, not a traceback.
         print(f"\nfts: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    if not result:  # a non-main process of a multi-process run: it only trained
+        return None
     # The number a sweeper optimizes: keyword ASR after fine-tuning (or of the baseline alone).
     side = result.get("finetuned", result["baseline"])
     return side.get("keyword", {}).get("asr")
