@@ -150,7 +150,10 @@ def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_s
 
 
 def train_and_save(cfg: DictConfig, model, tokenizer, train_set: list, out: Path, report_to: list):
-    # A multi-process run must save the weights: the main process evaluates them reloaded.
+    """Fine-tune and save into out/model (every process of a multi-process run calls it; the main one writes).
+
+    A multi-process run always saves the weights: the main process evaluates them reloaded.
+    """
     weights = bool(cfg.save_model) or distributed.num_processes() > 1
     train_cfg = OmegaConf.merge(cfg.train, {"report_to": report_to})  # TRL's curves go into our W&B run
     scratch = out / "checkpoints"  # the trainer's output_dir; fts saves the model itself (save_strategy "no")
