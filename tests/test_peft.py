@@ -53,6 +53,7 @@ def test_method_trains_its_own_weights_and_the_adapter_reloads(method, tiny_mode
     path = str(qlora_model_dir if method == "qlora" else tiny_model_dir)
     model, tokenizer = load(path, MODEL_CFG, peft.get("quantization"))
     assert getattr(model, "is_loaded_in_4bit", False) == (method == "qlora")
+    logits(model, tokenizer)  # a run evaluates the baseline first (bitsandbytes then once broke QLoRA's gradients)
     before = {id(p): p.detach().clone() for p in model.parameters()}
     train = {**TRAIN, "learning_rate": 5e-2, "num_train_epochs": 2}  # 4 steps move even zero-initialized weights
     trained, history = fine_tune(

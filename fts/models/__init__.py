@@ -96,10 +96,23 @@ def load(
         model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs, **kwargs)
     except (OSError, ValueError) as e:
         raise ModelError(load_error_message(path, model_cfg.get("revision"), e)) from None
+    if quantization is not None:
+        keep_4bit_trainable(model)
     chat.configure(tokenizer, model_cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def keep_4bit_trainable(model: PreTrainedModel) -> None:
+    """Keep bitsandbytes' 4-bit layers in their trainable layout through the baseline evaluation.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer for fast inference at its first forward in
+    eval mode; a model repacked so then trains with zero gradients (the QLoRA attack silently did nothing).
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_error_message(path: str, revision: str | None, error: BaseException) -> str:
