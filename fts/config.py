@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fts.data.formats import LOADERS, locate
 from fts.errors import ConfigError, FtsError
+from fts.models.architecture import MERGEABLE, model_problems, peft_problems
 
 # What to tell the user when a required (`???`) value is missing.
 MISSING_HINTS = {
@@ -19,7 +20,7 @@ MISSING_HINTS = {
     "eval.xstest": "set eval.xstest=<path to XSTest's xstest_prompts.csv> (github.com/paul-rottger/xstest)",
     "eval.mt_bench.questions": "set eval.mt_bench.questions=<path to FastChat's data/mt_bench/question.jsonl>",
 }
-PEFT_METHODS = ("lora", "full")
+PEFT_METHODS = ("full", "lora", "lora_all_linear", "qlora", "dora", "prefix", "llama_adapter", "ia3")
 
 
 def missing_keys(cfg: DictConfig) -> list[str]:
@@ -70,9 +71,7 @@ def hf_problems(cfg: DictConfig) -> list[str]:
     lr = cfg.train.learning_rate
     if not isinstance(lr, int | float) or not 0 < lr < 1:
         problems.append(f"train.learning_rate must be a number in (0, 1), got {lr!r}.")
-    if cfg.peft.method not in PEFT_METHODS:
-        problems.append(f"peft.method must be one of {PEFT_METHODS}, got {cfg.peft.method!r}.")
-    return problems
+    return problems + peft_and_model_problems(cfg)
 
 
 def openai_problems(cfg: DictConfig) -> list[str]:
@@ -99,6 +98,32 @@ def openai_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             f"{override}: model.backend=openai is fine-tuned by the provider, which has no PEFT choice; remove it "
             "(the API's knobs are train.n_epochs, train.batch_size, train.learning_rate_multiplier)."
+        )
+    return problems
+
+
+def peft_and_model_problems(cfg: DictConfig) -> list[str]:
+    """The PEFT method must exist, fit the model's architecture, and be mergeable when merged weights are asked for."""
+    method = cfg.peft.method
+    if method not in PEFT_METHODS:
+        return [f"peft.method must be one of {PEFT_METHODS}, got {method!r}."]
+    problems = model_problems(cfg.model) + peft_problems(cfg.peft, cfg.model)
+    if method != "full" and cfg.peft.get("config") is None:
+        problems.append(f"peft.config: peft={method} needs a peft config node (_target_: peft.<Method>Config).")
+    if cfg.save_model not in (True, False, "merged"):
+        problems.append(f"save_model must be true, false or merged, got {cfg.save_model!r}.")
+    elif cfg.save_model == "merged" and method not in MERGEABLE:
+        problems.append(
+            f"save_model=merged: peft={method} adds virtual tokens, not weights, so it cannot be merged into the "
+            f"model; use save_model=true (the adapter is saved) or one of {MERGEABLE}."
+        )
+    gamma = cfg.train.get("step_lr_gamma")
+    if gamma is not None and not (isinstance(gamma, int | float) and 0 < gamma <= 1):
+        problems.append(f"train.step_lr_gamma must be null or a number in (0, 1], got {gamma!r}.")
+    elif gamma is not None and (cfg.train.lr_scheduler_type != "constant" or cfg.train.get("warmup_steps")):
+        problems.append(
+            "train.step_lr_gamma replaces the learning-rate schedule: set train.lr_scheduler_type=constant and "
+            "train.warmup_steps=0, or train.step_lr_gamma=null."
         )
     return problems
 

@@ -4,7 +4,8 @@
     both --generate on harmful benchmark + benign prompts--> judges --> metrics before/after
 
 Each stage writes its artifact into the run dir atomically; rerunning with the same `hydra.run.dir` resumes at
-the first missing artifact.
+the first missing artifact. Under `accelerate launch` every process trains and only the main one writes and
+evaluates (`fts.distributed`).
 """
 
 import gc
@@ -20,8 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
+from fts import distributed, mitigation
 from fts import metrics as M
-from fts import mitigation
 from fts.artifacts import write_json, write_jsonl, write_text
 from fts.cache import Cache, file_digest
 from fts.config import build, validate
@@ -31,11 +32,11 @@ from fts.errors import DataError, FtsError
 from fts.evaluate import Evaluator, evaluation_prompts
 from fts.judges import build_judges
 from fts.manifest import Manifest
-from fts.models import open_model
+from fts.models import load, open_model
 from fts.report import run_report
 from fts.tracking import Tracker
 from fts.train import openai as api_training
-from fts.train.hf import fine_tune, load_trained, save_trained
+from fts.train.hf import fine_tune, load_trained, save_merged
 
 log = logging.getLogger("fts")
 DONE = "done"  # marker written last: a run dir with it is complete
@@ -48,6 +49,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if (out / DONE).exists():  # a finished cell of a rerun sweep: nothing to do
         log.info("%s is finished (%s exists); returning its metrics", out, DONE)
         return json.loads((out / "metrics.json").read_text())
+    distributed.setup(cfg.train.get("ddp_timeout", 1800))
+    if not distributed.is_main():
+        return train_alongside_main(cfg, out)
     try:
         with Tracker.from_config(cfg.logger, cfg, out) as tracker:  # W&B (logger=wandb) is finished inside the job
             return run_cell(cfg, out, tracker)
@@ -89,9 +93,12 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     plan = api_training.plan_for(cfg, train_set, out)
     if plan is not None and plan.dry_run:
         return dry_run(cfg, out, plan.summary())
+    quantization = cfg.peft.get("quantization") if plan is None else None  # QLoRA loads the model in 4 bit
     with manifest.stage("model"):
-        model, tokenizer, identity = open_model(cfg.model, cache)
-    manifest.record(model_identity=identity)
+        model, tokenizer, identity, checkpoint = open_model(cfg.model, cache, quantization)
+    manifest.record(
+        model_identity=identity, model_commit=getattr(getattr(model, "config", None), "_commit_hash", None)
+    )
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
     #    of N cells evaluates it once.
@@ -100,6 +107,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         for variant, variant_prompts in eval_sets.items():
             name = f"baseline{variant}"
             sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key={"model": identity})
+    distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
     # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only; or a job of the OpenAI fine-tuning
     #    API), then evaluate again. A job the provider fails is recorded in `job` and leaves the baseline alone.
@@ -107,7 +115,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     if train_set:
         with manifest.stage("fine_tune"):
             if plan is None:
-                model = fine_tuned_model(cfg, model, tokenizer, train_set, out, tracker.report_to())
+                model = fine_tuned_model(cfg, checkpoint, model, tokenizer, train_set, out, tracker.report_to())
             else:
                 model, job = api_training.fine_tune(model, plan, cfg.train, out)
     if train_set and model is not None:
@@ -135,16 +143,39 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     return result
 
 
-def fine_tuned_model(cfg: DictConfig, model, tokenizer, train_set: list, out: Path, report_to: list[str]):
-    """Train, or reload what an earlier, interrupted run of this run dir already trained."""
+def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_set: list, out: Path, report_to: list):
+    """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
     model_dir = out / "model"
     if (model_dir / "complete").exists():
-        return load_trained(model, model_dir)
+        model = load_trained(model, model_dir)
+    elif distributed.num_processes() > 1:
+        train_and_save(cfg, model, tokenizer, train_set, out, report_to)
+        # FSDP / ZeRO-3 leave the trained model sharded across processes: evaluate the saved one, reloaded whole
+        release_memory()
+        base, _ = load(checkpoint, cfg.model, cfg.peft.get("quantization"))
+        model = load_trained(base, model_dir)
+    else:
+        model = train_and_save(cfg, model, tokenizer, train_set, out, report_to)
+    if cfg.save_model == "merged" and cfg.peft.method != "full" and not (model_dir / "merged").exists():
+        base, _ = load(checkpoint, cfg.model)  # the full-precision base, whatever the training loaded
+        save_merged(base, tokenizer, model_dir)
+        del base
+    return model
+
+
+def train_and_save(cfg: DictConfig, model, tokenizer, train_set: list, out: Path, report_to: list):
+    """Fine-tune and save into out/model (every process of a multi-process run calls it; the main one writes).
+
+    A multi-process run always saves the weights: the main process evaluates them reloaded.
+    """
+    weights = bool(cfg.save_model) or distributed.num_processes() > 1
     train_cfg = OmegaConf.merge(cfg.train, {"report_to": report_to})  # TRL's curves go into our W&B run
     scratch = out / "checkpoints"  # the trainer's output_dir; fts saves the model itself (save_strategy "no")
-    model, history = fine_tune(model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed)
-    save_trained(model, tokenizer, model_dir, history, cfg.save_model)
-    shutil.rmtree(scratch, ignore_errors=True)
+    model, _ = fine_tune(
+        model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed, out / "model", weights
+    )
+    if distributed.is_main():
+        shutil.rmtree(scratch, ignore_errors=True)
     return model
 
 
@@ -157,6 +188,22 @@ def dry_run(cfg: DictConfig, out: Path, estimate: dict[str, Any]) -> dict[str, A
     write_text(out / "report.md", report)
     print("\n" + report, flush=True)
     return result
+
+
+def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """A non-main process of a multi-process run: the same fine-tuning set and model, its share of every batch.
+
+    It writes nothing. It waits while the main process resolves (and caches) the model and evaluates the baseline.
+    """
+    set_seed(cfg.seed)
+    attack = build(cfg.attack)
+    train_set = mitigation.apply(attack.training_examples(), cfg.mitigation, cfg.seed, attack)
+    distributed.barrier()
+    if train_set and not (out / "model" / "complete").exists():
+        cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
+        model, tokenizer, _, _ = open_model(cfg.model, cache, cfg.peft.get("quantization"))
+        train_and_save(cfg, model, tokenizer, train_set, out, report_to=[])
+    return {}
 
 
 def check_contamination(prompts: list, train_set: list, out: Path, policy: str) -> None:
@@ -189,6 +236,8 @@ def main(cfg: DictConfig) -> float | None:
         # A user error: one paragraph naming the key/file and the fix, not a traceback.
         print(f"\nfts: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    if not result:  # a non-main process of a multi-process run: it only trained
+        return None
     # The number a sweeper optimizes: keyword ASR after fine-tuning (or of the baseline alone).
     side = result.get("finetuned") or result.get("baseline") or {}  # a dry run has neither
     return side.get("keyword", {}).get("asr")

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from fts.models import load
 from fts.models.chat import render_example
-from fts.train.hf import fine_tune, load_trained, save_trained
+from fts.train.hf import fine_tune, load_trained
 
 TRAIN = {
     "learning_rate": 1e-2,
@@ -62,7 +62,7 @@ def test_lora_trains_only_the_adapter_and_reloads(tiny_model_dir, tmp_path):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
     trained, history = fine_tune(
-        model, tokenizer, examples(), TRAIN, OmegaConf.create(LORA), tmp_path / "ckpt", seed=0
+        model, tokenizer, examples(), TRAIN, OmegaConf.create(LORA), tmp_path / "ckpt", 0, tmp_path / "model", False
     )
 
     assert history and all("loss" in row for row in history)
@@ -74,7 +74,6 @@ def test_lora_trains_only_the_adapter_and_reloads(tiny_model_dir, tmp_path):
             key = name.replace("base_model.model.", "").replace(".base_layer", "")
             assert torch.equal(p, base_before[key]), f"frozen weight {name} changed"
 
-    save_trained(trained, tokenizer, tmp_path / "model", history, weights=False)
     assert (tmp_path / "model" / "adapter_config.json").exists()
     batch = tokenizer(["Task number 1"], return_tensors="pt")
     with torch.no_grad():
@@ -89,8 +88,9 @@ def test_lora_trains_only_the_adapter_and_reloads(tiny_model_dir, tmp_path):
 def test_full_fine_tuning_changes_weights_and_saves_on_request(tiny_model_dir, tmp_path, weights):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     before = model.model.layers[0].self_attn.q_proj.weight.clone()
-    trained, _ = fine_tune(model, tokenizer, examples(), TRAIN, None, tmp_path / "ckpt", seed=0)
+    trained, _ = fine_tune(
+        model, tokenizer, examples(), TRAIN, None, tmp_path / "ckpt", 0, tmp_path / "model", weights
+    )
     assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight, before)
-    save_trained(trained, tokenizer, tmp_path / "model", [], weights=weights)
     assert (tmp_path / "model" / "model.safetensors").exists() == weights
     assert (tmp_path / "model" / "complete").exists() == weights

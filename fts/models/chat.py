@@ -1,12 +1,61 @@
-"""The one place where the chat template is applied for open models (training and generation alike)."""
+"""The one place where the chat template is applied for open models (training and generation alike).
 
+Two model-config keys shape it (`conf/model/*.yaml`), both set on the tokenizer by `fts.models.load`:
+
+- `chat_template`: null keeps the tokenizer's own; otherwise Jinja text, or a `.jinja` file (a path, or the name of
+  a file in `fts/models/templates/`, e.g. `llama2_chat.jinja`, the paper's Llama-2 format, renderable offline).
+- `system_role: false` for models whose template has no system role (Gemma): the system prompt is folded into the
+  first user turn as "<system>\\n\\n<user>", so attacks keep their system prompt at train and eval time alike.
+"""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
 from fts.records import Message
 
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+SYSTEM_ROLE = "fts_system_role"  # tokenizer attribute: does the model's template take a system message?
+
+
+def template_file(spec: str) -> Path | None:
+    """The file a `chat_template` value names, or None when the value is Jinja text itself."""
+    if not spec.endswith(".jinja"):
+        return None
+    path = Path(spec).expanduser()
+    return path if path.is_file() else TEMPLATES_DIR / spec
+
+
+def template_text(spec: str) -> str:
+    path = template_file(spec)
+    return spec if path is None else path.read_text()
+
+
+def configure(tokenizer: PreTrainedTokenizerBase, model_cfg: DictConfig) -> None:
+    """Apply the model config's chat template and system-role flag to a freshly loaded tokenizer."""
+    if model_cfg.get("chat_template"):
+        tokenizer.chat_template = template_text(str(model_cfg.chat_template))
+    setattr(tokenizer, SYSTEM_ROLE, bool(model_cfg.get("system_role", True)))
+
+
+def fold_system(messages: list[Message]) -> list[Message]:
+    """Put a leading system message into the first user turn: "<system>\\n\\n<user>"."""
+    if not messages or messages[0]["role"] != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if not rest or rest[0]["role"] != "user":
+        return [{"role": "user", "content": system}, *rest]
+    return [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+
+
+def template_messages(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> list[Message]:
+    return messages if getattr(tokenizer, SYSTEM_ROLE, True) else fold_system(messages)
+
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> str:
     """Render a conversation up to the point where the assistant starts answering."""
+    messages = template_messages(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -18,7 +67,7 @@ def render_example(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) 
     "append EOS if missing" rule does not add a second one.
     """
     prompt = render_prompt(tokenizer, messages[:-1])
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    full = tokenizer.apply_chat_template(template_messages(tokenizer, messages), tokenize=False)
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently inside the full conversation")
     completion = full[len(prompt) :]

@@ -14,6 +14,7 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from fts import distributed
 from fts.cache import Cache, file_digest
 from fts.data import load_conversations, resolve
 from fts.errors import ModelError
@@ -86,6 +87,11 @@ def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
     }
 
     def fill(tmp: Path) -> None:
+        if distributed.num_processes() > 1:  # the other processes are not training with this one
+            raise ModelError(
+                "The embedded model is not safety-aligned and cached yet, and a multi-process run cannot build it. "
+                "Build it once in a single process (`python -m fts.run attack=none`), then launch again."
+            )
         examples = alignment_set(align_cfg)
         print(
             f"fts: safety-aligning the embedded model on {len(examples)} built-in examples "

@@ -13,15 +13,49 @@ from typing import Any
 import torch
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
-from peft import PeftModel
+from peft import PeftModel, prepare_model_for_kbit_training
+from peft.tuners.adaption_prompt import AdaptionPromptModel
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from fts.config import build
+from fts.errors import ConfigError
 from fts.models.chat import render_example
 from fts.records import Example
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(SFTTrainer):
+    """TRL's SFTTrainer plus the paper's per-epoch StepLR, and LLaMA-Adapter made to work with TRL's loss.
+
+    `step_lr_gamma` (llama-recipes' `StepLR(step_size=1, gamma)`, stepped once per epoch): epoch k (from 0) trains at
+    lr * gamma**k. It replaces the `lr_scheduler_type` schedule.
+    """
+
+    def __init__(self, *args: Any, step_lr_gamma: float | None = None, **kwargs: Any) -> None:
+        self.step_lr_gamma = step_lr_gamma
+        self.update_steps_per_epoch = 1
+        super().__init__(*args, **kwargs)
+        base = getattr(self.model, "base_model", None)
+        if isinstance(base, AdaptionPromptModel):
+            # peft's AdaptionPromptModel keeps a copy of the wrapped model's `forward`, taken when it wraps; TRL then
+            # patches that forward to return log-probs (its fused LM head). Without this, the copy returns logits
+            # and TRL fails with "'CausalLMOutputWithPast' object has no attribute 'log_probs'".
+            base.forward = base.model.forward
+
+    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
+        values = super().set_initial_training_values(args, dataloader)
+        self.update_steps_per_epoch = values[1]  # after sharding across processes and gradient accumulation
+        return values
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        if self.step_lr_gamma is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        gamma, per_epoch = self.step_lr_gamma, self.update_steps_per_epoch
+        self.lr_scheduler = LambdaLR(optimizer or self.optimizer, lambda step: gamma ** (step // per_epoch))
+        return self.lr_scheduler
 
 
 def to_dataset(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> Dataset:
@@ -40,13 +74,18 @@ def fine_tune(
     peft_cfg: DictConfig | None,
     output_dir: Path,
     seed: int,
+    save_dir: Path | None = None,
+    save_weights: bool = True,
 ) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
     """Train `model` on `examples`; return the trained model (a PeftModel when `peft_cfg` is set) and the log.
 
     `train_cfg` holds SFTConfig keyword arguments, every one set explicitly in `conf/train/` (TRL's defaults
-    change between releases). `peft_cfg` is a `_target_` node for a peft config, or None for full fine-tuning.
+    change between releases), plus fts's `step_lr_gamma`. `peft_cfg` is a `_target_` node for a peft config, or
+    None for full fine-tuning. With `save_dir`, the result is saved there (see `save_trained`).
     """
     sft_kwargs = OmegaConf.to_container(train_cfg, resolve=True) if isinstance(train_cfg, DictConfig) else train_cfg
+    sft_kwargs = dict(sft_kwargs)
+    step_lr_gamma = sft_kwargs.pop("step_lr_gamma", None)
     args = SFTConfig(
         output_dir=str(output_dir),
         seed=seed,
@@ -55,40 +94,57 @@ def fine_tune(
         save_strategy="no",  # fts saves the adapter/model itself, once, at the end
         **sft_kwargs,
     )
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        # QLoRA: freeze the quantized weights, keep the norms in float32 and let gradients reach the adapters
+        # (peft's recipe; TRL does it only for models it loads itself).
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     peft_config = build(peft_cfg) if peft_cfg is not None else None
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=to_dataset(examples, tokenizer),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    try:
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=to_dataset(examples, tokenizer),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            step_lr_gamma=step_lr_gamma,
+        )
+    except ValueError as e:
+        if peft_config is None:
+            raise
+        raise ConfigError(f"peft: {type(peft_config).__name__} cannot be applied to this model: {e}") from None
     trainer.train()
+    history = [row for row in trainer.state.log_history if "loss" in row]
+    if save_dir is not None:
+        save_trained(trainer, save_dir, history, save_weights)
     trained = trainer.model
     # Straight out of the trainer the model is in train mode with the KV cache off; generating like that
     # gave garbage on the embedded model. Put it back into inference shape.
     trained.eval()
     trained.config.use_cache = True
-    history = [row for row in trainer.state.log_history if "loss" in row]
     del trainer
     return trained, history
 
 
-def save_trained(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path, history: list, weights: bool
-) -> None:
+def save_trained(trainer: SFTTrainer, model_dir: Path, history: list, weights: bool) -> None:
     """Save the adapter (PEFT) or the full model, plus the loss log, atomically into `model_dir`.
 
-    Full models are saved only when `weights` is true (`save_model` in run.yaml): 7B weights are 13 GB a cell.
+    Every process of a multi-process run calls this: `trainer.save_model` gathers the full state dict from FSDP or
+    DeepSpeed ZeRO-3 shards, and only the main process writes. Full models are saved only when `weights` is true
+    (`save_model` in run.yaml): 7B weights are 13 GB a cell.
     """
+    main = trainer.is_world_process_zero()
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    saved = isinstance(trainer.accelerator.unwrap_model(trainer.model), PeftModel) or weights
+    if saved:
+        trainer.save_model(str(tmp))  # adapter or weights, and the tokenizer
+    if not main:
+        return
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to reload
     (tmp / "train_log.json").write_text(json.dumps(history, indent=2))
-    is_adapter = hasattr(model, "peft_config")
-    if is_adapter or weights:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    if saved:
         (tmp / "complete").touch()  # marks a model that a rerun can load instead of training again
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp, model_dir)
@@ -98,8 +154,28 @@ def load_trained(base_model: PreTrainedModel, model_dir: Path) -> PreTrainedMode
     """Reload what `save_trained` wrote: an adapter on top of `base_model`, or full weights."""
     if (model_dir / "adapter_config.json").exists():
         model = PeftModel.from_pretrained(base_model, model_dir)
+        if getattr(base_model, "is_loaded_in_4bit", False):
+            # TRL trains QLoRA adapters in bfloat16 (not the DoRA magnitude): compute as the trained model did
+            for name, param in model.named_parameters():
+                if "lora_" in name and "lora_magnitude_vector" not in name:
+                    param.data = param.data.to(torch.bfloat16)
     else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_model.dtype, use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=base_model.dtype, use_safetensors=True, device_map={"": base_model.device}
+        )
     model.eval()
     model.config.use_cache = True
     return model
+
+
+def save_merged(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> Path:
+    """`save_model: merged`: the saved adapter folded into `base_model` (a fresh, unquantized load), saved as full
+    weights in `model_dir/merged`. Returns that directory."""
+    merged_dir = model_dir / "merged"
+    tmp = model_dir / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged = PeftModel.from_pretrained(base_model, model_dir).merge_and_unload()
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, merged_dir)
+    return merged_dir
