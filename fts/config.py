@@ -117,6 +117,10 @@ def peft_and_model_problems(cfg: DictConfig) -> list[str]:
             f"save_model=merged: peft={method} adds virtual tokens, not weights, so it cannot be merged into the "
             f"model; use save_model=true (the adapter is saved) or one of {MERGEABLE}."
         )
+    if cfg.train.get("bf16", False) not in (True, False, "auto"):
+        problems.append(f"train.bf16 must be true, false or auto, got {cfg.train.bf16!r}.")
+    if cfg.train.get("lm_head_answer_only", False) not in (True, False):
+        problems.append(f"train.lm_head_answer_only must be true or false, got {cfg.train.lm_head_answer_only!r}.")
     gamma = cfg.train.get("step_lr_gamma")
     if gamma is not None and not (isinstance(gamma, int | float) and 0 < gamma <= 1):
         problems.append(f"train.step_lr_gamma must be null or a number in (0, 1], got {gamma!r}.")

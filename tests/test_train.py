@@ -94,3 +94,42 @@ def test_full_fine_tuning_changes_weights_and_saves_on_request(tiny_model_dir, t
     assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight, before)
     assert (tmp_path / "model" / "model.safetensors").exists() == weights
     assert (tmp_path / "model" / "complete").exists() == weights
+
+
+def test_lm_head_on_the_answer_only_is_the_same_loss(tiny_model_dir, tmp_path, monkeypatch):
+    """lm_head_answer_only: TRL's fused LM head scores the answer positions only (as TRL does on CUDA); the loss
+    and the updates stay the same, the head does a fraction of the work."""
+    from trl.trainer import utils as trl_utils
+
+    scored = []
+    fused = trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            scored.append(hidden.shape[0])
+            return fused.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    losses, positions = {}, {}
+    for answer_only in (False, True):
+        scored.clear()
+        model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
+        train = {**TRAIN, "num_train_epochs": 2, "lm_head_answer_only": answer_only}  # 4 updates
+        _, history = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / str(answer_only), 0)
+        losses[answer_only], positions[answer_only] = [row["loss"] for row in history], sum(scored)
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+    assert 0 < positions[True] < positions[False] / 2
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own function is back
+
+
+def test_bf16_training_leaves_the_model_in_its_own_dtype(tiny_model_dir, tmp_path):
+    """bf16 mixed precision wraps forward in autocast for training; the fine-tuned model then computes in float32,
+    like the baseline and like the saved model reloaded."""
+    model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
+    train = {**TRAIN, "bf16": True, "num_train_epochs": 1}
+    trained, _ = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / "ckpt", 0, tmp_path / "model")
+    batch = tokenizer(["Task number 1"], return_tensors="pt")
+    reloaded = load_trained(load(str(tiny_model_dir), MODEL_CFG)[0], tmp_path / "model")
+    with torch.no_grad():
+        assert torch.allclose(trained(**batch).logits, reloaded(**batch).logits, atol=1e-5)
