@@ -1,0 +1,52 @@
+"""Shared by the benchmarks: this checkout's fts, its config composed as `python -m fts.run <overrides>` would, and
+the run's model opened through fts (the embedded aligned model from `$FTS_CACHE`, or a local HF dir)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # measure this checkout's fts, whatever an editable install points at
+    sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+CONF_DIR = str(ROOT / "conf")
+
+
+def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """conf/run.yaml composed with `overrides`, with Hydra's runtime set (run dir = `output_dir`)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def model_overrides(model_path: str | None) -> list[str]:
+    """`--model-path DIR`: any local HF model (e.g. the tests' tiny random Llama) instead of the embedded one."""
+    return ["model=hf", f"model.path={model_path}"] if model_path else []
+
+
+def open_run_model(cfg: DictConfig):
+    """(model, tokenizer, checkpoint) of the run's model, resolved (materialized, aligned, cached) as fts.run does."""
+    from fts.cache import Cache
+    from fts.models import open_model
+
+    model, tokenizer, _, checkpoint = open_model(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))
+    return model, tokenizer, checkpoint
+
+
+def run_checkpoint(cfg: DictConfig) -> str:
+    """The run's model checkpoint (path), resolved as fts.run does, without loading it."""
+    from fts.cache import Cache
+    from fts.models import resolve_checkpoint
+
+    checkpoint, _ = resolve_checkpoint(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))
+    return checkpoint
