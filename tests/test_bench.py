@@ -1,0 +1,65 @@
+"""The benchmarks of experiments/bench run at tiny sizes on the tiny local Llama and print figures that parse; fts's
+batched engine gives the same tokens as one prompt at a time."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench"
+NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def bench(name: str, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their sibling common.py
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def figure(pattern: str, text: str) -> tuple[float, ...]:
+    match = re.search(pattern, text)
+    assert match, f"no line matches {pattern!r} in:\n{text}"
+    return tuple(float(g) for g in match.groups())
+
+
+def test_generation_bench_prints_speeds_and_no_mismatch(tiny_model_dir, monkeypatch, capsys):
+    generation = bench("generation", monkeypatch)
+    result = generation.main(
+        ["--model-path", str(tiny_model_dir), "--prompts", "8", "--new-tokens", "6", "--batch-size", "4"]
+    )
+    out = capsys.readouterr().out
+    tokens, seconds, speed = figure(rf"fts engine \(batch 4\): {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
+    ref_tokens, _, ref_speed = figure(rf"one prompt at a time: {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
+    (speedup,) = figure(rf"speedup: {NUMBER}x", out)
+    mismatches, prompts = figure(rf"mismatches: {NUMBER} of {NUMBER} prompts", out)
+    assert 0 < tokens <= 8 * 6 and tokens == ref_tokens and speed > 0 and ref_speed > 0
+    assert speedup == pytest.approx(speed / ref_speed, rel=0.01)
+    assert (mismatches, prompts) == (0, 8) and result["mismatches"] == 0
+
+
+def test_training_bench_prints_speeds_knobs_and_loss_curves(tiny_model_dir, monkeypatch, capsys):
+    training = bench("training", monkeypatch)
+    args = [
+        "--model-path",
+        str(tiny_model_dir),
+        "--max-steps",
+        "2",
+        "--no-noise",
+        "train.per_device_train_batch_size=4",
+    ]
+    result = training.main(args)
+    out = capsys.readouterr().out
+    trl_tokens, trl_speed, _ = figure(
+        rf"TRL defaults: {NUMBER} tokens, {NUMBER} tokens/s steady state \({NUMBER}", out
+    )
+    fts_tokens, fts_speed, _ = figure(rf"fts: {NUMBER} tokens, {NUMBER} tokens/s steady state \({NUMBER}", out)
+    (speedup,) = figure(rf"speedup \(fts / TRL defaults, steady state\): {NUMBER}x", out)
+    (diff,) = figure(rf"max abs loss difference, TRL defaults vs fts: {NUMBER}", out)
+    assert trl_tokens == fts_tokens > 0 and trl_speed > 0 and fts_speed > 0 and speedup > 0
+    assert re.search(r"gradient_checkpointing\s+True\s+False", out)  # TRL's default vs fts's
+    steps = re.findall(rf"^\s+([12])\s+{NUMBER}\s+{NUMBER}$", out, flags=re.M)
+    assert [s[0] for s in steps] == ["1", "2"]
+    assert diff < 0.05 and result["max_loss_diff"] == diff
