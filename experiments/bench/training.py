@@ -1,6 +1,6 @@
 # python experiments/bench/training.py [--max-steps N] [--no-noise] [hydra overrides...]
 # Training speed on the embedded aligned model: TRL's defaults against fts's settings, same data, seed and steps.
-#   TRL defaults: an SFTConfig with only what defines the optimization set (output_dir, seed, use_cpu,
+#   TRL defaults: an SFTConfig that sets only what defines the optimization (output_dir, seed, use_cpu,
 #                 completion_only_loss, and the run's lr, schedule, warmup, weight decay, batch size, epochs or
 #                 max_steps, max_length), plus logging_steps=1 for the loss curve and report_to none. Every speed knob
 #                 (gradient_checkpointing, padding_free, packing, bf16, optim, ...) stays TRL's; their values print.
