@@ -273,7 +273,7 @@ class WandbTracker(Tracker):
         import PIL.Image
         import wandb
 
-        from fts.report import per_category_figure
+        from fts.plots import per_category_figure
         from fts.sweep_report import Run
 
         figure = per_category_figure([Run(path=str(self.run.dir), metrics=metrics, config=self.config)])
