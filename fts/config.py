@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from fts.data.formats import LOADERS, locate
 from fts.errors import ConfigError, FtsError
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
+from fts.secrets import config_secrets
 
 # What to tell the user when a required (`???`) value is missing.
 MISSING_HINTS = {
@@ -162,11 +163,23 @@ def data_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def secret_problems(cfg: DictConfig) -> list[str]:
+    """A key typed into the config would be saved in the run dir and logs: fts reads keys from the environment."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return [
+        f"{key}: a key in the config or on the command line ends up in run dirs and logs, and fts never reads it. "
+        "Export it in the environment instead (the api_key_env setting names the variable) and remove "
+        f"{key}."
+        for key in sorted(config_secrets(OmegaConf.to_container(job, resolve=False)))
+    ]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every problem found (missing values first: others may depend on them)."""
     problems = missing_keys(cfg)
     if not problems:
         problems = value_problems(cfg)
+    problems = secret_problems(cfg) + problems
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"the run config has {len(problems)} problem(s):\n{listing}")

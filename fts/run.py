@@ -34,6 +34,7 @@ from fts.judges import build_judges
 from fts.manifest import Manifest
 from fts.models import load, open_model
 from fts.report import run_report
+from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
 from fts.train import openai as api_training
 from fts.train.hf import fine_tune, load_trained, save_merged
@@ -233,8 +234,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg)
     except FtsError as e:
-        # A user error: one paragraph naming the key/file and the fix, not a traceback.
-        print(f"\nfts: error: {e}", file=sys.stderr, flush=True)
+        # A user error: one paragraph naming the key/file and the fix, not a traceback (and never a key in it).
+        print(f"\nfts: error: {redact_text(str(e), known_secrets(cfg))}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     if not result:  # a non-main process of a multi-process run: it only trained
         return None
