@@ -148,6 +148,7 @@ def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_s
     """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
     model_dir = out / "model"
     if (model_dir / "complete").exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the trainer's scratch, left by a crash after saving
         model = load_trained(model, model_dir)
     elif distributed.num_processes() > 1:
         train_and_save(cfg, model, tokenizer, train_set, out, report_to)
