@@ -23,7 +23,7 @@ from transformers import set_seed
 
 from fts import distributed, mitigation
 from fts import metrics as M
-from fts.artifacts import write_json, write_jsonl, write_text
+from fts.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
 from fts.cache import Cache, file_digest
 from fts.config import build, validate
 from fts.data import resolve
@@ -230,10 +230,20 @@ def run_title(cfg: DictConfig) -> str:
     return f"fts: model={cfg.model.name} attack={cfg.attack.name} {trained} seed={cfg.seed}"
 
 
+def run_explaining_full_disk(cfg: DictConfig) -> dict[str, Any]:
+    """`run`; a full disk met outside fts.artifacts (weights, the trainer's files) is a user error too."""
+    try:
+        return run(cfg)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise write_error(Path(e.filename or cfg.paths.output_dir), e) from None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="run")
 def main(cfg: DictConfig) -> float | None:
     try:
-        result = run(cfg)
+        result = run_explaining_full_disk(cfg)
     except FtsError as e:
         # A user error: one paragraph naming the key/file and the fix, not a traceback (and never a key in it).
         print(f"\nfts: error: {redact_text(str(e), known_secrets(cfg))}", file=sys.stderr, flush=True)
