@@ -81,18 +81,21 @@ def entry_problems(entry: Path) -> list[str]:
         return []
     try:
         recorded = json.loads((entry / FILES).read_text())
-        return [problem for name, expected in recorded.items() if (problem := file_problem(entry / name, expected))]
+        return [problem for name, expected in recorded.items() if (problem := file_problem(entry, name, expected))]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return [f"{FILES} is unreadable"]
 
 
-def file_problem(path: Path, expected: dict[str, Any]) -> str | None:
+def file_problem(entry: Path, name: str, expected: dict[str, Any]) -> str | None:
+    path = entry / name
+    if not path.resolve().is_relative_to(entry.resolve()):  # a tampered record must not make fts read elsewhere
+        return f"{FILES} names {name}, outside the entry"
     if not path.is_file():
-        return f"{path.name} is missing"
+        return f"{name} is missing"
     if path.stat().st_size != expected["size"]:
-        return f"{path.name} has {path.stat().st_size} bytes, expected {expected['size']}"
+        return f"{name} has {path.stat().st_size} bytes, expected {expected['size']}"
     if fingerprint(path)["sha256"] != expected["sha256"]:
-        return f"{path.name} does not match its recorded hash"
+        return f"{name} does not match its recorded hash"
     return None
 
 
