@@ -6,6 +6,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fts.config_values import range_problems
 from fts.data.formats import LOADERS, locate
 from fts.errors import ConfigError, FtsError
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
@@ -36,7 +37,7 @@ def missing_keys(cfg: DictConfig) -> list[str]:
 def value_problems(cfg: DictConfig) -> list[str]:
     backend = cfg.model.get("backend", "hf")
     problems = openai_problems(cfg) if backend == "openai" else hf_problems(cfg)
-    problems += positive_ints(cfg, "eval.max_new_tokens", "eval.batch_size")
+    problems += positive_ints(cfg, "eval.batch_size") + range_problems(cfg)
     if cfg.eval.get("engine") != backend:
         problems.append(f"eval.engine={cfg.eval.get('engine')!r} does not fit model.backend={backend!r}: remove it.")
     template = cfg.attack.get("user_template")  # the benign tier takes its template from the dataset

@@ -37,7 +37,7 @@ from fts.report import run_report
 from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
 from fts.train import openai as api_training
-from fts.train.hf import fine_tune, load_trained, save_merged
+from fts.train.hf import fine_tune, fit_lengths, load_trained, save_merged
 
 log = logging.getLogger("fts")
 DONE = "done"  # marker written last: a run dir with it is complete
@@ -100,6 +100,8 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     manifest.record(
         model_identity=identity, model_commit=getattr(getattr(model, "config", None), "_commit_hash", None)
     )
+    if plan is None and train_set:  # over-long examples, counted by the tokenizer, before any GPU time is spent
+        train_set = fit_training_set(cfg, train_set, tokenizer, out, manifest)
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
     #    of N cells evaluates it once.
@@ -142,6 +144,17 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     print("\n" + report, flush=True)
     (out / DONE).touch()
     return result
+
+
+def fit_training_set(cfg: DictConfig, train_set: list, tokenizer, out: Path | None, manifest: Manifest | None):
+    """`train.too_long` applied; with `drop`, train.jsonl is rewritten to the set that is really trained on."""
+    policy = cfg.train.get("too_long", "warn")
+    fitted, n_long = fit_lengths(train_set, tokenizer, cfg.train.get("max_length"), policy)
+    if n_long and manifest is not None:
+        manifest.record(too_long={"examples": n_long, "policy": policy})
+        if len(fitted) < len(train_set):
+            write_jsonl(out / "train.jsonl", fitted)
+    return fitted
 
 
 def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_set: list, out: Path, report_to: list):
@@ -204,6 +217,7 @@ def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if train_set and not (out / "model" / "complete").exists():
         cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
         model, tokenizer, _, _ = open_model(cfg.model, cache, cfg.peft.get("quantization"))
+        train_set = fit_training_set(cfg, train_set, tokenizer, None, None)  # as the main process dropped them
         train_and_save(cfg, model, tokenizer, train_set, out, report_to=[])
     return {}
 
