@@ -283,7 +283,11 @@ def load_xstest(path: str | Path, key: str = "eval.xstest") -> list[XSTestPrompt
     """XSTest's prompt CSV (header id, prompt, type, label; v2 files without `label` mark unsafe contrast prompts by
     a `contrast_` type). Returns Prompts whose category is the XSTest type, with `label` safe | unsafe."""
     path = locate(path, "xstest", key)
-    rows = list(csv.DictReader(io.StringIO(read_text(path)), strict=True))
+    reader = csv.DictReader(io.StringIO(read_text(path)), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e}); check the quoting.") from None
     if not rows:
         raise DataError(f"{path}: the file has no rows. Point {key} at XSTest's prompt CSV.")
     if not {"prompt", "type"} <= set(rows[0]):
