@@ -168,3 +168,16 @@ def test_over_long_examples_stop_the_run_before_any_evaluation(tiny_run_override
     cfg = compose_run([*tiny_run_overrides, "train.max_length=16", "train.too_long=fail"], tmp_path / "run")
     with pytest.raises(DataError, match=r"10 of 10 fine-tuning examples are longer than train\.max_length=16 tokens"):
         run(cfg)
+
+
+def test_every_row_of_the_readme_bad_inputs_table_names_an_existing_test():
+    """README "Bad inputs and what fts says": at least 20 rows, each backed by a test that exists."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    table = (repo / "README.md").read_text().split("### Bad inputs and what fts says", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "::" in line]
+    assert len(rows) >= 20
+    for row in rows:
+        file, name = row.rsplit("|", 2)[-2].strip().strip("`").split("::")
+        assert f"def {name}(" in (repo / file).read_text(), row
