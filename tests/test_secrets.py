@@ -128,3 +128,31 @@ def test_redaction_keeps_structure_and_variable_names(tmp_path):
 )
 def test_redact_text(text, secrets, expected):
     assert redact_text(text, secrets) == expected
+
+
+def test_the_callback_also_redacts_the_sweep_record_of_a_multirun(tmp_path, monkeypatch):
+    import logging
+
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from fts.secrets import RedactSecrets
+    from tests.conftest import compose_run
+
+    cfg = compose_run([f"+eval.notes=key {PLANTED_NOTE}"], tmp_path / "sweep" / "0")
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(tmp_path / "sweep")
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(task, tmp_path / "sweep" / "0" / ".hydra" / "config.yaml")
+    OmegaConf.save(cfg, tmp_path / "sweep" / "multirun.yaml")
+    root = logging.getLogger()
+    before = {h: list(h.filters) for h in root.handlers}
+    try:
+        RedactSecrets().on_job_start(cfg)
+    finally:
+        for handler, filters in before.items():
+            handler.filters = filters
+    assert leaks([tmp_path]) == {}
+    assert OmegaConf.load(tmp_path / "sweep" / "multirun.yaml").eval.notes == f"key {REDACTED}"
