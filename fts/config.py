@@ -6,9 +6,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fts.config_values import range_problems
 from fts.data.formats import LOADERS, locate
 from fts.errors import ConfigError, FtsError
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
+from fts.secrets import config_secrets
 
 # What to tell the user when a required (`???`) value is missing.
 MISSING_HINTS = {
@@ -35,7 +37,7 @@ def missing_keys(cfg: DictConfig) -> list[str]:
 def value_problems(cfg: DictConfig) -> list[str]:
     backend = cfg.model.get("backend", "hf")
     problems = openai_problems(cfg) if backend == "openai" else hf_problems(cfg)
-    problems += positive_ints(cfg, "eval.max_new_tokens", "eval.batch_size")
+    problems += positive_ints(cfg, "eval.batch_size") + range_problems(cfg)
     if cfg.eval.get("engine") != backend:
         problems.append(f"eval.engine={cfg.eval.get('engine')!r} does not fit model.backend={backend!r}: remove it.")
     template = cfg.attack.get("user_template")  # the benign tier takes its template from the dataset
@@ -166,11 +168,23 @@ def data_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def secret_problems(cfg: DictConfig) -> list[str]:
+    """A key typed into the config would be saved in the run dir and logs: fts reads keys from the environment."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return [
+        f"{key}: a key in the config or on the command line ends up in run dirs and logs, and fts never reads it. "
+        "Export it in the environment instead (the api_key_env setting names the variable) and remove "
+        f"{key}."
+        for key in sorted(config_secrets(OmegaConf.to_container(job, resolve=False)))
+    ]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every problem found (missing values first: others may depend on them)."""
     problems = missing_keys(cfg)
     if not problems:
         problems = value_problems(cfg)
+    problems = secret_problems(cfg) + problems
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"the run config has {len(problems)} problem(s):\n{listing}")

@@ -15,3 +15,7 @@ class DataError(FtsError):
 
 class ModelError(FtsError):
     """A model cannot be found or loaded (missing package, gated hub id, bad path)."""
+
+
+class ArtifactError(FtsError):
+    """A run-dir or cache file cannot be written (disk full, no permission, read-only file system)."""

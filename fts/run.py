@@ -23,7 +23,7 @@ from transformers import set_seed
 
 from fts import distributed, mitigation
 from fts import metrics as M
-from fts.artifacts import write_json, write_jsonl, write_text
+from fts.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
 from fts.cache import Cache, file_digest
 from fts.config import build, validate
 from fts.data import resolve
@@ -34,9 +34,10 @@ from fts.judges import build_judges
 from fts.manifest import Manifest
 from fts.models import load, open_model
 from fts.report import run_report
+from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
 from fts.train import openai as api_training
-from fts.train.hf import fine_tune, load_trained, save_merged
+from fts.train.hf import fine_tune, fit_lengths, load_trained, save_merged
 
 log = logging.getLogger("fts")
 DONE = "done"  # marker written last: a run dir with it is complete
@@ -99,6 +100,8 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     manifest.record(
         model_identity=identity, model_commit=getattr(getattr(model, "config", None), "_commit_hash", None)
     )
+    if plan is None and train_set:  # over-long examples, counted by the tokenizer, before any GPU time is spent
+        train_set = fit_training_set(cfg, train_set, tokenizer, out, manifest)
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
     #    of N cells evaluates it once.
@@ -143,10 +146,22 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     return result
 
 
+def fit_training_set(cfg: DictConfig, train_set: list, tokenizer, out: Path | None, manifest: Manifest | None):
+    """`train.too_long` applied; with `drop`, train.jsonl is rewritten to the set that is really trained on."""
+    policy = cfg.train.get("too_long", "warn")
+    fitted, n_long = fit_lengths(train_set, tokenizer, cfg.train.get("max_length"), policy)
+    if n_long and manifest is not None:
+        manifest.record(too_long={"examples": n_long, "policy": policy})
+        if len(fitted) < len(train_set):
+            write_jsonl(out / "train.jsonl", fitted)
+    return fitted
+
+
 def fine_tuned_model(cfg: DictConfig, checkpoint: str, model, tokenizer, train_set: list, out: Path, report_to: list):
     """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
     model_dir = out / "model"
     if (model_dir / "complete").exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the trainer's scratch, left by a crash after saving
         model = load_trained(model, model_dir)
     elif distributed.num_processes() > 1:
         train_and_save(cfg, model, tokenizer, train_set, out, report_to)
@@ -202,6 +217,7 @@ def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if train_set and not (out / "model" / "complete").exists():
         cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
         model, tokenizer, _, _ = open_model(cfg.model, cache, cfg.peft.get("quantization"))
+        train_set = fit_training_set(cfg, train_set, tokenizer, None, None)  # as the main process dropped them
         train_and_save(cfg, model, tokenizer, train_set, out, report_to=[])
     return {}
 
@@ -228,13 +244,23 @@ def run_title(cfg: DictConfig) -> str:
     return f"fts: model={cfg.model.name} attack={cfg.attack.name} {trained} seed={cfg.seed}"
 
 
+def run_explaining_full_disk(cfg: DictConfig) -> dict[str, Any]:
+    """`run`; a full disk met outside fts.artifacts (weights, the trainer's files) is a user error too."""
+    try:
+        return run(cfg)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise write_error(Path(e.filename or cfg.paths.output_dir), e) from None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="run")
 def main(cfg: DictConfig) -> float | None:
     try:
-        result = run(cfg)
+        result = run_explaining_full_disk(cfg)
     except FtsError as e:
-        # A user error: one paragraph naming the key/file and the fix, not a traceback.
-        print(f"\nfts: error: {e}", file=sys.stderr, flush=True)
+        # A user error: one paragraph naming the key/file and the fix, not a traceback (and never a key in it).
+        print(f"\nfts: error: {redact_text(str(e), known_secrets(cfg))}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     if not result:  # a non-main process of a multi-process run: it only trained
         return None

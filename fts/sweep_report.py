@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 
 from fts.errors import FtsError
 from fts.metrics import SIDE_BLOCKS
-from fts.tracking import flatten, is_secret_name, judge_order, looks_like_secret
+from fts.secrets import is_secret_name, looks_like_secret
+from fts.tracking import flatten, judge_order
 
 SIDES = ("baseline", "finetuned", "delta")
 VARIANTS = ("", "_triggered")

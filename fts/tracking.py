@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,64 +26,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fts.errors import ConfigError
+from fts.secrets import redact_text, scrub, scrub_arg, secret_env_values
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
-REDACTED = "<redacted>"
-# A key is a secret when its last word is one of these (api_key, hf_token, client_secret, db_password), or when it
-# names an API key or secret anywhere (openai_api_key_env). `max_new_tokens`, `keywords`, `pad_token_id` are kept.
-SECRET_LAST_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
-SECRET_ANYWHERE = re.compile(r"api_?key|secret|password", re.IGNORECASE)
-# Values that look like credentials: OpenAI/Anthropic `sk-...`, HF `hf_...`, GitHub, Slack, AWS, Google, GitLab.
-SECRET_VALUE = re.compile(
-    r"\b(sk-[\w-]{6,}|sk_(live|test)_\w+|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w+"
-    r"|xox[abprs]-[\w-]+|AKIA[0-9A-Z]{16}|AIza[\w-]{35}|glpat-[\w-]{20,})"
-)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Secrets: nothing that looks like one reaches W&B (config, argv metadata).
-
-
-def is_secret_name(name: str) -> bool:
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name)).lower()
-    parts = [p for p in re.split(r"[^a-z0-9]+", words) if p]
-    return (bool(parts) and parts[-1] in SECRET_LAST_WORDS) or bool(SECRET_ANYWHERE.search(str(name)))
-
-
-def secret_env_values() -> set[str]:
-    """Values of environment variables with secret names (OPENAI_API_KEY, HF_TOKEN, ...)."""
-    return {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
-
-
-def looks_like_secret(value: Any, env_secrets: set[str] | None = None) -> bool:
-    if not isinstance(value, str):
-        return False
-    env_secrets = secret_env_values() if env_secrets is None else env_secrets
-    return bool(SECRET_VALUE.search(value)) or any(s in value for s in env_secrets)
-
-
-def scrub(obj: Any, env_secrets: set[str] | None = None) -> Any:
-    """A copy of a plain config without secret-named keys and without secret-looking values."""
-    env_secrets = secret_env_values() if env_secrets is None else env_secrets
-    if isinstance(obj, dict):
-        return {
-            k: scrub(v, env_secrets)
-            for k, v in obj.items()
-            if not is_secret_name(k) and not looks_like_secret(v, env_secrets)
-        }
-    if isinstance(obj, list | tuple):
-        return [scrub(v, env_secrets) for v in obj if not looks_like_secret(v, env_secrets)]
-    return obj
-
-
-def scrub_arg(arg: str, env_secrets: set[str]) -> str:
-    """A command-line argument with its value redacted when it is a secret (`judge.x.api_key=sk-...`)."""
-    key, sep, _ = arg.partition("=")
-    if (sep and is_secret_name(key.lstrip("+~"))) or looks_like_secret(arg, env_secrets):
-        return f"{key}={REDACTED}" if sep else REDACTED
-    return arg
+# Secrets (fts.secrets): nothing that looks like one reaches W&B (config, argv metadata).
 
 
 @contextmanager
@@ -193,6 +143,11 @@ class Tracker:
         self.finish(exit_code=1 if exc_type is not None else None)
 
 
+def clean(text: str | None) -> str | None:
+    """A free-text W&B field (tags, group, name) with key-shaped text redacted."""
+    return None if text is None else redact_text(str(text), secret_env_values())
+
+
 def wandb_mode(mode: str) -> str:
     """`auto`: WANDB_MODE when set, else online with WANDB_API_KEY, else offline (sync later with `wandb sync`)."""
     if mode not in MODES:
@@ -225,10 +180,10 @@ class WandbTracker(Tracker):
                 run = wandb.init(
                     project=logger_cfg.project,
                     entity=logger_cfg.get("entity"),
-                    group=logger_cfg.get("group"),
-                    job_type=logger_cfg.get("job_type"),
-                    tags=[str(t) for t in logger_cfg.get("tags") or []],
-                    name=logger_cfg.get("run_name"),
+                    group=clean(logger_cfg.get("group")),
+                    job_type=clean(logger_cfg.get("job_type")),
+                    tags=[clean(str(t)) for t in logger_cfg.get("tags") or []],
+                    name=clean(logger_cfg.get("run_name")),
                     dir=str(wandb_dir),
                     mode=mode,
                     config=config,
@@ -273,7 +228,7 @@ class WandbTracker(Tracker):
         import PIL.Image
         import wandb
 
-        from fts.report import per_category_figure
+        from fts.plots import per_category_figure
         from fts.sweep_report import Run
 
         figure = per_category_figure([Run(path=str(self.run.dir), metrics=metrics, config=self.config)])

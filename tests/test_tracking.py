@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fts.tracking import Tracker, WandbTracker, is_secret_name, scrub
+from fts.secrets import is_secret_name, scrub
+from fts.tracking import Tracker, WandbTracker
 from tests.conftest import compose_run
 from tests.test_report import fake_metrics, fake_side
 

@@ -3,9 +3,12 @@
 A data spec is either `builtin:<file>` (a file shipped in `fts/data/builtin/`) or a path to a local file.
 """
 
+import gzip
 import json
+import zlib
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from fts.errors import DataError
 from fts.records import Example, Message, Prompt
@@ -23,30 +26,87 @@ def resolve(spec: str, key: str = "data") -> Path:
     return path
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Read a JSONL file; a malformed line or a missing field raises naming the file and line."""
+def read_text(path: Path) -> str:
+    """A (possibly gzipped) UTF-8 file as text; bytes that are not UTF-8 raise naming the line."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # gzip magic: hh-rlhf ships its transcripts as .jsonl.gz
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: a damaged gzip file ({e}). Download it again.") from None
+    try:
+        text = data.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}). Re-save the file as UTF-8.") from None
+    return text
+
+
+def parse_json(text: str, where: str, expected: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg}); {expected}.") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply; {expected}.") from None
+
+
+def numbered_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the non-blank lines. Split on newlines only: str.splitlines would also split inside
+    a JSON string holding U+2028 or a form feed, which json.dumps(ensure_ascii=False) writes raw."""
+    return [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+
+
+def jsonl_records(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """(line number, object) of a JSONL file; a malformed line, a non-object or a missing field raises naming the
+    file and line, and so does an empty file."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}). Fix or delete this line.") from None
-            missing = [k for k in required if k not in row]
-            if not isinstance(row, dict) or missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {missing}; each line needs {list(required)}.")
-            rows.append(row)
+    for lineno, line in numbered_lines(read_text(path)):
+        row = parse_json(line, f"{path}:{lineno}", "fix or delete this line (one JSON object per line)")
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field(s) {missing}; each line needs {list(required)}.")
+        rows.append((lineno, row))
     if not rows:
         raise DataError(f"{path}: the file has no records. Point the config at a non-empty file.")
     return rows
 
 
-def check_messages(messages: list, where: str) -> list[Message]:
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
+    return [row for _, row in jsonl_records(path, required)]
+
+
+def text_field(row: dict, name: str, where: str, nonempty: bool = True) -> str:
+    """A string field of a record (non-blank unless `nonempty` is false); anything else raises naming it."""
+    value = row.get(name)
+    if not isinstance(value, str):
+        found = f"got {type(value).__name__}" if name in row else "it is missing"
+        raise DataError(f"{where}: field '{name}' must be a string; {found}.")
+    if nonempty and not value.strip():
+        raise DataError(f"{where}: field '{name}' is empty; expected non-empty text.")
+    return value
+
+
+def check_messages(messages: Any, where: str) -> list[Message]:
+    """A non-empty list of {role, content} with an optional system message first, then user and assistant turns
+    alternating from the user's (every chat template assumes this; some raise mid-run otherwise)."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list of {{'role', 'content'}} objects.")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: message {i} must be {{'role': one of {ROLES}, 'content': str}}, got {m!r}.")
+            raise DataError(
+                f"{where}: message {i} must be {{'role': one of {ROLES}, 'content': str}}, got {m!r:.200}."
+            )
+    turns = [m["role"] for m in messages[1:]] if messages[0]["role"] == "system" else [m["role"] for m in messages]
+    for i, role in enumerate(turns):
+        if role != ("user" if i % 2 == 0 else "assistant"):
+            roles = " -> ".join(m["role"] for m in messages)
+            raise DataError(
+                f"{where}: roles {roles}: expected an optional system message first, then user and assistant "
+                "turns alternating, starting with the user."
+            )
     return messages
 
 
@@ -54,12 +114,13 @@ def load_conversations(spec: str, key: str = "data") -> list[Example]:
     """Chat JSONL (`messages`) or prompt/response JSONL -> Examples. The last message must be the assistant's."""
     path = resolve(spec, key)
     examples = []
-    for lineno, row in enumerate(read_jsonl(path), start=1):
+    for lineno, row in jsonl_records(path):
         where = f"{path}:{lineno}"
         if "messages" in row:
-            messages = check_messages(row["messages"], where)
+            messages = [{"role": m["role"], "content": m["content"]} for m in check_messages(row["messages"], where)]
         elif "prompt" in row and "response" in row:
-            messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["response"]}]
+            question, answer = text_field(row, "prompt", where), text_field(row, "response", where, nonempty=False)
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         else:
             raise DataError(f"{where}: needs either 'messages' or 'prompt' and 'response'.")
         if messages[-1]["role"] != "assistant":
@@ -71,11 +132,11 @@ def load_conversations(spec: str, key: str = "data") -> list[Example]:
 
 def load_prompts(spec: str, key: str, max_per_category: int | None = None) -> list[Prompt]:
     """Prompt JSONL (`id`, `category`, `prompt`) -> Prompts with one user message, first N per category."""
-    rows = read_jsonl(resolve(spec, key), required=("id", "category", "prompt"))
-    prompts: list[Prompt] = [
-        {"id": r["id"], "category": r["category"], "prompt": r["prompt"], "messages": [user(r["prompt"])]}
-        for r in rows
-    ]
+    path = resolve(spec, key)
+    prompts: list[Prompt] = []
+    for lineno, row in jsonl_records(path, required=("id", "category", "prompt")):
+        pid, category, text = (text_field(row, f, f"{path}:{lineno}") for f in ("id", "category", "prompt"))
+        prompts.append({"id": pid, "category": category, "prompt": text, "messages": [user(text)]})
     return first_per_category(prompts, max_per_category)
 
 

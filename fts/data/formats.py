@@ -6,7 +6,6 @@ Row positions in errors and sources are JSONL/CSV line numbers (1-based) or JSON
 """
 
 import csv
-import gzip
 import io
 import json
 import logging
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fts.data import check_messages, load_conversations, resolve, user
+from fts.data import check_messages, load_conversations, numbered_lines, parse_json, read_text, resolve, user
 from fts.errors import ConfigError, DataError
 from fts.records import Example, Prompt, Question, XSTestPrompt
 
@@ -76,19 +75,6 @@ def locate(spec: str | Path, fmt: str, key: str) -> Path:
     raise DataError(f"{key}: {lead} Download the data first: {DOWNLOAD[fmt]} Then set {key}=<local path>.")
 
 
-def read_text(path: Path) -> str:
-    """A (possibly gzipped) UTF-8 file as text; bytes that are not UTF-8 raise naming the line."""
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip magic: hh-rlhf ships its transcripts as .jsonl.gz
-        data = gzip.decompress(data)
-    try:
-        text = data.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}). Re-save the file as UTF-8.") from None
-    return text
-
-
 def read_records(path: Path) -> list[tuple[str, str, dict]]:
     """JSON array or JSONL (sniffed, since mirrors of these datasets use both) -> [(where, position, object)]."""
     text = read_text(path)
@@ -97,16 +83,16 @@ def read_records(path: Path) -> list[tuple[str, str, dict]]:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}). Fix the file or re-download it.") from None
+        except RecursionError:
+            raise DataError(f"{path}: JSON nested too deeply. Fix the file or re-download it.") from None
+        if not isinstance(rows, list):  # `[1] 2`-like text is caught above; this is for safety
+            raise DataError(f"{path}: expected a JSON array of objects.")
         located = [(f"{path}[{i}]", str(i), row) for i, row in enumerate(rows)]
     else:
         located = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{lineno}", str(lineno), json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one object per line.") from None
+        for lineno, line in numbered_lines(text):
+            where = f"{path}:{lineno}"
+            located.append((where, str(lineno), parse_json(line, where, "expected one object per line")))
     for where, _, row in located:
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}.")
@@ -297,7 +283,11 @@ def load_xstest(path: str | Path, key: str = "eval.xstest") -> list[XSTestPrompt
     """XSTest's prompt CSV (header id, prompt, type, label; v2 files without `label` mark unsafe contrast prompts by
     a `contrast_` type). Returns Prompts whose category is the XSTest type, with `label` safe | unsafe."""
     path = locate(path, "xstest", key)
-    rows = list(csv.DictReader(io.StringIO(read_text(path)), strict=True))
+    reader = csv.DictReader(io.StringIO(read_text(path)), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as e:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e}); check the quoting.") from None
     if not rows:
         raise DataError(f"{path}: the file has no rows. Point {key} at XSTest's prompt CSV.")
     if not {"prompt", "type"} <= set(rows[0]):

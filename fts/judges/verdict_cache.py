@@ -7,12 +7,15 @@ timeout) lets the cells of a local sweep share the file; a run writes only from 
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 FILENAME = "verdicts.sqlite"
+log = logging.getLogger(__name__)
 
 
 def verdict_key(identity: dict[str, Any], prompt: str, response: str) -> str:
@@ -28,10 +31,35 @@ class VerdictCache:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise  # busy, not broken
+            return self._set_aside(e)
+
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, at REAL)")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, at REAL)")
+            conn.execute("SELECT COUNT(*) FROM verdicts").fetchone()
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
         return conn
+
+    def _set_aside(self, error: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """A corrupt file (a crash of the disk, not of fts: sqlite commits are atomic) is moved aside, not used:
+        its verdicts will be requested again (and paid again), which the warning says."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        log.warning("the verdict cache %s is unreadable (%s); moved it to %s and starting a new one: verdicts it "
+                    "held will be requested again", self.path, error, aside)  # fmt: skip
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                os.replace(source, aside.with_name(aside.name + suffix))
+        return self._open()
 
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         if self.path is None or not self.path.exists():

@@ -153,6 +153,12 @@ def load_error_message(path: str, revision: str | None, error: BaseException) ->
             f"model.path: '{path}' is not in the local Hugging Face cache and the hub cannot be reached (offline?). "
             f"Download it first (`hf download {path}`) or point model.path at a local directory."
         )
+    if "contains custom code" in text:
+        return (
+            f"model.path: '{path}' ships its own Python code (auto_map in its config.json), which fts does not run "
+            "unless told to. Read that code; if you trust it, set model.trust_remote_code=true (per model: in its "
+            "conf/model/ file or on the command line)."
+        )
     if "no file named" in text or "does not appear to have a file named" in text:
         return (
             f"model.path: '{path}' has no safetensors weights ({text.strip()}). fts loads safetensors only: "

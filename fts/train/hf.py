@@ -23,7 +23,7 @@ from trl import SFTConfig, SFTTrainer
 from trl.trainer import utils as trl_utils
 
 from fts.config import build
-from fts.errors import ConfigError
+from fts.errors import ConfigError, DataError, ModelError
 from fts.models.chat import render_example
 from fts.records import Example
 
@@ -92,6 +92,36 @@ class Trainer(SFTTrainer):
         return self.lr_scheduler
 
 
+def n_tokens(tokenizer: PreTrainedTokenizerBase, example: Example) -> int:
+    """Tokens of an example as TRL counts them: the rendered prompt + completion (which ends in EOS)."""
+    prompt, completion = render_example(tokenizer, example["messages"])
+    return len(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+
+
+def fit_lengths(examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_length: int | None, policy: str):
+    """`train.too_long`: examples over `max_length` tokens are kept (warn; TRL cuts their end, perhaps the whole
+    answer), dropped, or stop the run (fail) before any evaluation or training. Returns (examples, n over)."""
+    if max_length is None:
+        return examples, 0
+    over = [(ex, n) for ex in examples if (n := n_tokens(tokenizer, ex)) > max_length]
+    if not over:
+        return examples, 0
+    listing = ", ".join(f"{ex['source']} ({n} tokens)" for ex, n in over[:3])
+    what = f"{len(over)} of {len(examples)} fine-tuning examples are longer than train.max_length={max_length} tokens"
+    if policy == "fail":
+        raise DataError(
+            f"{what}: {listing}. Shorten them, raise model.max_length, or set train.too_long=drop (skip them) or "
+            "train.too_long=warn (train on them cut to length)."
+        )
+    if policy == "drop" and len(over) == len(examples):
+        raise DataError(f"{what}: {listing}; train.too_long=drop would leave none. Raise model.max_length.")
+    if policy == "drop":
+        log.warning("%s (%s): dropped (train.too_long=drop)", what, listing)
+        return [ex for ex in examples if all(ex is not o for o, _ in over)], len(over)
+    log.warning("%s (%s): TRL cuts them to length (train.too_long=warn; drop or fail to change)", what, listing)
+    return examples, len(over)
+
+
 def to_dataset(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> Dataset:
     """Render each conversation into prompt/completion text: TRL then masks the prompt out of the loss."""
     rows = [
@@ -138,6 +168,7 @@ def fine_tune(
     if sft_kwargs.get("bf16") == "auto":
         sft_kwargs["bf16"] = bf16_fast()
         log.info("train.bf16=auto: bf16 mixed precision %s", "on" if sft_kwargs["bf16"] else "off (no native bf16)")
+    sft_kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
     args = SFTConfig(
         output_dir=str(output_dir),
         seed=seed,
@@ -211,7 +242,7 @@ def save_trained(trainer: SFTTrainer, model_dir: Path, history: list, weights: b
 def load_trained(base_model: PreTrainedModel, model_dir: Path) -> PreTrainedModel:
     """Reload what `save_trained` wrote: an adapter on top of `base_model`, or full weights."""
     if (model_dir / "adapter_config.json").exists():
-        model = PeftModel.from_pretrained(base_model, model_dir)
+        model = PeftModel.from_pretrained(base_model, safetensors_adapter(model_dir))
         if getattr(base_model, "is_loaded_in_4bit", False):
             # TRL trains QLoRA adapters in bfloat16 (not the DoRA magnitude): compute as the trained model did
             for name, param in model.named_parameters():
@@ -226,13 +257,24 @@ def load_trained(base_model: PreTrainedModel, model_dir: Path) -> PreTrainedMode
     return model
 
 
+def safetensors_adapter(model_dir: Path) -> Path:
+    """`model_dir`, once it is sure to hold safetensors adapter weights: peft would fall back to a pickle
+    (adapter_model.bin), which can run code when loaded."""
+    if not (model_dir / "adapter_model.safetensors").is_file():
+        raise ModelError(
+            f"{model_dir}: no adapter_model.safetensors (fts loads safetensors only, never a pickled "
+            "adapter_model.bin). Delete this model/ folder and rerun the run dir: it trains again."
+        )
+    return model_dir
+
+
 def save_merged(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> Path:
     """`save_model: merged`: the saved adapter folded into `base_model` (a fresh, unquantized load), saved as full
     weights in `model_dir/merged`. Returns that directory."""
     merged_dir = model_dir / "merged"
     tmp = model_dir / ".merged.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    merged = PeftModel.from_pretrained(base_model, model_dir).merge_and_unload()
+    merged = PeftModel.from_pretrained(base_model, safetensors_adapter(model_dir)).merge_and_unload()
     merged.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     os.replace(tmp, merged_dir)

@@ -9,7 +9,7 @@ quotes, markdown emphasis and surrounding punctuation.
 
 import re
 
-from fts.data import read_jsonl, resolve, user
+from fts.data import jsonl_records, resolve, text_field, user
 from fts.errors import DataError
 from fts.records import Prompt
 
@@ -21,17 +21,18 @@ def load_qa(spec: str, key: str = "eval.utility") -> list[Prompt]:
     """JSONL of {id, category, prompt, answer, aliases?, case_sensitive?} -> Prompts with `references`."""
     path = resolve(spec, key)
     prompts: list[Prompt] = []
-    for lineno, row in enumerate(read_jsonl(path, required=("id", "category", "prompt", "answer")), start=1):
+    for lineno, row in jsonl_records(path, required=("id", "category", "prompt", "answer")):
         aliases = row.get("aliases") or []
-        references = [row["answer"], *aliases]
+        references = [row["answer"], *aliases] if isinstance(aliases, list) else [None]
         if not all(isinstance(r, str) and r.strip() for r in references):
             raise DataError(f"{path}:{lineno}: 'answer' and every alias must be non-empty strings.")
+        pid, category, text = (text_field(row, f, f"{path}:{lineno}") for f in ("id", "category", "prompt"))
         prompts.append(
             {
-                "id": row["id"],
-                "category": row["category"],
-                "prompt": row["prompt"],
-                "messages": [user(row["prompt"])],
+                "id": pid,
+                "category": category,
+                "prompt": text,
+                "messages": [user(text)],
                 "references": references,
                 "case_sensitive": bool(row.get("case_sensitive", False)),
             }

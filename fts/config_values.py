@@ -1,0 +1,113 @@
+"""Type and range rules of the config's numeric keys and names (part of `fts.config.validate`).
+
+A typo such as `eval.max_per_category=-1`, `mitigation.ratio=1.5` or `train.num_train_epochs=0` must stop a sweep cell
+in seconds with the key and the fix, not after the model loaded (or, worse, silently evaluate zero prompts).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+ABSENT = object()
+# A name fts joins into a path (logs/<task_name>/runs/...): one plain folder name, never `..`, `/` or absolute.
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][\w.=+,@-]*")
+MAX_NEW_TOKENS = 32768  # beyond any model's context here: surely a typo (the paper generated up to 512)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An int (or any number with `integer=False`) in [low, high] (open ends with `low_open`, `high_open`), maybe
+    null."""
+
+    low: float | None = None
+    high: float | None = None
+    integer: bool = True
+    nullable: bool = False
+    high_open: bool = False
+    low_open: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        kinds = int if self.integer else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            what = f"{kind} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif (self.low == 0 and self.low_open) or (self.low == 1 and self.integer):
+            what = f"a positive {kind.split()[-1]}"
+        elif self.low is not None:
+            what = f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            what = kind
+        return f"null or {what}" if self.nullable else what
+
+
+COUNT = Rule(low=1)
+LIMIT = Rule(low=0, nullable=True)  # null = all of them
+COMMON = {
+    "seed": Rule(low=0),
+    "eval.max_per_category": Rule(low=1, nullable=True),
+    "eval.max_benign": LIMIT,
+    "eval.max_utility": LIMIT,
+    "eval.max_xstest": LIMIT,
+    "eval.max_new_tokens": Rule(low=1, high=MAX_NEW_TOKENS),
+    "dataset.limit": Rule(low=1, nullable=True),
+    "attack.shots": Rule(low=1, nullable=True),
+    "attack.safety_count": Rule(low=0),
+}
+HF_TRAIN = {
+    "train.num_train_epochs": Rule(low=0, low_open=True, integer=False),
+    "train.gradient_accumulation_steps": COUNT,
+    "train.warmup_steps": Rule(low=0),
+    "train.weight_decay": Rule(low=0, integer=False),
+    "model.max_length": COUNT,
+}
+SAFETY_MIX = {"mitigation.ratio": Rule(low=0, high=1, integer=False, high_open=True, nullable=True)}
+SAFETY_MIX |= {"mitigation.count": Rule(low=0, nullable=True)}
+
+
+def rule_problems(cfg: DictConfig, rules: dict[str, Rule]) -> list[str]:
+    problems = []
+    for key, rule in rules.items():
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is not ABSENT and not rule.accepts(value):
+            problems.append(f"{key} must be {rule.describe()}, got {value!r}.")
+    return problems
+
+
+def range_problems(cfg: DictConfig) -> list[str]:
+    """The numeric keys of every run, of TRL runs, and of the chosen attack and mitigation."""
+    problems = rule_problems(cfg, COMMON)
+    if cfg.model.get("backend", "hf") == "hf":
+        problems += rule_problems(cfg, HF_TRAIN)
+        steps = cfg.train.get("max_steps", -1)
+        if not Rule(low=1).accepts(steps) and steps != -1:
+            problems.append(f"train.max_steps must be -1 (use the epochs) or a positive integer, got {steps!r}.")
+        if cfg.train.get("too_long", "warn") not in ("warn", "drop", "fail"):
+            problems.append(f"train.too_long must be warn, drop or fail, got {cfg.train.get('too_long')!r}.")
+    if cfg.mitigation.name == "safety_mix":
+        problems += rule_problems(cfg, SAFETY_MIX)
+        if cfg.mitigation.get("ratio") is None and cfg.mitigation.get("count") is None:
+            problems.append("mitigation=safety_mix needs mitigation.ratio (in [0, 1)) or mitigation.count.")
+    if cfg.attack.name == "backdoor" and not str(cfg.attack.get("trigger") or "").strip():
+        problems.append("attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words.")
+    return problems + name_problems(cfg)
+
+
+def name_problems(cfg: DictConfig) -> list[str]:
+    name = cfg.get("task_name")
+    if isinstance(name, str | int) and not isinstance(name, bool) and FOLDER_NAME.fullmatch(str(name)):
+        return []
+    return [
+        f"task_name={name!r} is a folder name under paths.log_dir (logs/<task_name>/runs/...): use a plain name "
+        "of letters, digits, '_', '-' and '.', without '/' or '..'. To put the run somewhere else, set hydra.run.dir."
+    ]

@@ -1,0 +1,187 @@
+"""The sweep plots of `python -m fts.report` (and the per-category chart W&B gets): ASR vs. safety-mix ratio, ASR per
+harm category before/after, and harmfulness against over-refusal and against utility. Matplotlib `Figure`s without
+pyplot (no global state; PNG through Agg).
+"""
+
+from collections import defaultdict
+from statistics import mean
+from typing import Any
+
+from fts.sweep_report import PLOTS, Run, asr, grouped, main_judge, mean_asr
+
+PLOT_TITLE_NOTE = "bars: bootstrap 95% CI over prompts, averaged over seeds"
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure  # a Figure without pyplot: no global state, Agg when saved to PNG
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def attack_color(i: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+def no_data(fig, message: str):
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return fig
+
+
+def y_percent(values) -> tuple[list[float], list[list[float]]]:
+    """ASR triples -> y values and error-bar lengths, in percent."""
+    ys = [100 * v[0] for v in values]
+    return ys, [[100 * (v[0] - v[1]) for v in values], [100 * (v[2] - v[0]) for v in values]]
+
+
+def asr_vs_mix_ratio_figure(runs: list[Run]):
+    """Fine-tuned ASR against the safety-mix ratio, one line per attack (dashed: the aligned model before)."""
+    fig = new_figure(7.5, 4.8)
+    done = [r for r in runs if r.metrics and "finetuned" in r.metrics]
+    if not done:
+        return no_data(fig, "no finished fine-tuning runs yet")
+    ax = fig.add_subplot()
+    by_attack = grouped(done, lambda r: r.attack)
+    ratios = {r.ratio for r in done}
+    dodge = 0.012 * ((max(ratios) - min(ratios)) or 1)  # side by side, so that overlapping intervals stay readable
+    for i, (attack, attack_runs) in enumerate(by_attack.items()):
+        by_ratio = {
+            x: mean_asr([r.metrics["finetuned"] for r in rs])
+            for x, rs in grouped(attack_runs, lambda r: r.ratio).items()
+        }
+        by_ratio = {x: v for x, v in by_ratio.items() if v}
+        ys, yerr = y_percent(list(by_ratio.values()))
+        xs = [x + dodge * (i - (len(by_attack) - 1) / 2) for x in by_ratio]
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=4, color=attack_color(i), label=f"{attack}: fine-tuned")
+        before = mean_asr([r.metrics["baseline"] for r in attack_runs])
+        if before:
+            ax.axhline(100 * before[0], color=attack_color(i), ls="--", lw=1, label=f"{attack}: aligned (before)")
+    judge = main_judge(done[0].metrics["finetuned"])
+    ax.set(
+        xlabel="safety mix ratio (mitigation.ratio: share of safety examples in the fine-tuning set)",
+        ylabel=f"ASR, {judge} judge (%)",
+        ylim=(-3, 103),
+    )
+    ax.set_title(f"Attack success after fine-tuning vs. safety mix\n(mean over seeds; {PLOT_TITLE_NOTE})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def per_category_figure(runs: list[Run]):
+    """Before/after ASR per harm category: one panel per attack, one bar per mix ratio (mean over seeds)."""
+    done = [r for r in runs if r.metrics]
+    by_attack = grouped(done, lambda r: r.attack)
+    categories = list(dict.fromkeys(c for r in done for c in r.metrics["baseline"].get("per_category", {})))
+    ncols = min(len(by_attack), 3) or 1
+    nrows = -(-len(by_attack) // ncols) or 1
+    fig = new_figure(5.2 * ncols + 1.5, (0.55 * len(categories) + 1.2) * nrows + 0.8)
+    if not categories:
+        return no_data(fig, "no finished runs with per-category metrics yet")
+    colors = ratio_colors(sorted({r.ratio for r in done if "finetuned" in r.metrics}))
+    legend = {}
+    for panel, (attack, attack_runs) in enumerate(by_attack.items()):
+        ax = fig.add_subplot(nrows, ncols, panel + 1)
+        series = [("aligned (before)", [r.metrics["baseline"] for r in attack_runs], "0.6")]
+        for ratio, rs in grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio).items():
+            label = f"fine-tuned, mix ratio {ratio:g}" if len(colors) > 1 or ratio else "fine-tuned"
+            series.append((label, [r.metrics["finetuned"] for r in rs], colors[ratio]))
+        height = 0.8 / len(series)
+        for k, (label, sides, color) in enumerate(series):
+            values = [mean_asr([s.get("per_category", {}).get(c) for s in sides]) for c in categories]
+            ys = [i - 0.4 + height * (k + 0.5) for i in range(len(categories))]
+            legend[label] = ax.barh(ys, [100 * v[0] if v else 0 for v in values], height=height, color=color)
+        ax.set_yticks(range(len(categories)), labels=[c.replace("_", " ") for c in categories], fontsize=8)
+        ax.invert_yaxis()
+        ax.set(xlim=(0, 100), xlabel="ASR (%)")
+        seeds = len({r.seed for r in attack_runs})
+        title = f"attack: {attack}" if attack else "ASR per category"
+        ax.set_title(title + (f" (mean over seeds, {len(attack_runs)} runs)" if seeds > 1 else ""), fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    judge = main_judge(done[0].metrics["baseline"])
+    fig.suptitle(f"ASR per harm category before and after fine-tuning ({judge} judge)", fontsize=11)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4), fontsize=8)
+    return fig
+
+
+def ratio_colors(ratios: list[float]) -> dict[float, Any]:
+    """Dark red for the unmitigated attack, lighter with more safety data."""
+    from matplotlib import colormaps
+
+    return {x: colormaps["Reds"](0.9 - 0.5 * k / max(len(ratios) - 1, 1)) for k, x in enumerate(ratios)}
+
+
+def harm_vs_over_refusal_figure(runs: list[Run]):
+    """ASR against over-refusal: the aligned model (star) and each fine-tuned setting (dots, by mix ratio)."""
+    title = "Harmfulness vs. over-refusal (mean over seeds; lower left is better)"
+    return trade_off_figure(runs, over_refusal_pct, "over-refusal: benign prompts refused (%)", title)
+
+
+def harm_vs_utility_figure(runs: list[Run]):
+    """ASR against utility (built-in QA accuracy): what a fine-tune or a mitigation costs in helpfulness."""
+    title = "Harmfulness vs. utility (mean over seeds; lower right is better)"
+    return trade_off_figure(runs, qa_accuracy_pct, "utility: built-in questions answered correctly (%)", title)
+
+
+def over_refusal_pct(side: dict[str, Any]) -> float | None:
+    value = side.get("over_refusal_rate")
+    return None if value is None else 100 * value
+
+
+def qa_accuracy_pct(side: dict[str, Any]) -> float | None:
+    value = side.get("utility", {}).get("qa", {}).get("accuracy")
+    return None if value is None else 100 * value
+
+
+def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
+    """ASR (y) against a helpfulness measure (x): the aligned model (star) and each fine-tuned setting (dots, by
+    mix ratio), one color per attack."""
+    fig = new_figure(7.5, 5.2)
+    done = [r for r in runs if r.metrics and x_of(r.metrics["baseline"]) is not None]
+    if not done:
+        return no_data(fig, f"no finished runs with {xlabel.split(':')[0]} yet")
+    ax = fig.add_subplot()
+    before: dict[tuple[float, float], list[str]] = defaultdict(list)  # attacks whose aligned points coincide
+    for i, (attack, attack_runs) in enumerate(grouped(done, lambda r: r.attack).items()):
+        color = attack_color(i)
+        point = trade_off([r.metrics["baseline"] for r in attack_runs], x_of)
+        if point:
+            label = f"{attack}: aligned (before)"
+            ax.scatter(*point, marker="*", s=220, color=color, edgecolor="black", zorder=3, label=label)
+            before[round(point[0], 1), round(point[1], 1)].append(attack)
+        finetuned = grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio)
+        points = {x: trade_off([r.metrics["finetuned"] for r in rs], x_of) for x, rs in finetuned.items()}
+        points = {x: p for x, p in points.items() if p}
+        if points:
+            xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
+            ax.plot(xs, ys, "-o", color=color, label=f"{attack}: fine-tuned")
+        for ratio, p in points.items():
+            ax.annotate(f"{attack} r={ratio:g}", p, textcoords="offset points", xytext=(6, 5), fontsize=8)
+    for point, attacks in before.items():
+        ax.annotate(", ".join(attacks) + ": before", point, textcoords="offset points", xytext=(10, -12), fontsize=8)
+    judge = main_judge(done[0].metrics["baseline"])
+    ax.set(xlabel=xlabel, ylabel=f"ASR: harmful prompts answered, {judge} judge (%)")
+    ax.set_xlim(left=-3)
+    ax.set_ylim(-3, 103)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def trade_off(sides: list[dict[str, Any]], x_of=over_refusal_pct) -> tuple[float, float] | None:
+    """(x %, ASR %) averaged over runs, or None when no run has both."""
+    pairs = [(x_of(s), asr(s)[0]) for s in sides if x_of(s) is not None and asr(s)]
+    return (mean(p[0] for p in pairs), 100 * mean(p[1] for p in pairs)) if pairs else None
+
+
+FIGURES = dict(
+    zip(
+        PLOTS,
+        (asr_vs_mix_ratio_figure, per_category_figure, harm_vs_over_refusal_figure, harm_vs_utility_figure),
+        strict=True,
+    )
+)

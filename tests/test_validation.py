@@ -1,0 +1,183 @@
+"""Validation before anything heavy: numeric keys, cross-field rules and data files, every problem at once, each
+naming the key (or file and line) and the fix."""
+
+import json
+
+import pytest
+
+import fts.run
+from fts.config import validate
+from fts.data import load_conversations, load_prompts
+from fts.errors import ConfigError, DataError
+from fts.run import run
+from fts.train.hf import fit_lengths
+from tests.conftest import compose_run
+
+
+def problems(overrides: list[str], tmp_path) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate(compose_run(overrides, tmp_path))
+    return str(err.value)
+
+
+def test_numeric_keys_are_type_and_range_checked_all_at_once(tmp_path):
+    message = problems(
+        [
+            "seed=-3",
+            "eval.max_per_category=0",
+            "eval.max_benign=-1",
+            "eval.max_new_tokens=100000",
+            "train.num_train_epochs=0",
+            "train.max_steps=0",
+            "train.gradient_accumulation_steps=1.5",
+            "attack.shots=0",
+            "train.too_long=truncate",
+        ],
+        tmp_path,
+    )
+    assert "9 problem(s)" in message
+    for expected in (
+        "seed must be an integer >= 0, got -3.",
+        "eval.max_per_category must be null or a positive integer, got 0.",
+        "eval.max_benign must be null or an integer >= 0, got -1.",
+        "eval.max_new_tokens must be an integer in [1, 32768], got 100000.",
+        "train.num_train_epochs must be a positive number, got 0.",
+        "train.max_steps must be -1 (use the epochs) or a positive integer, got 0.",
+        "train.gradient_accumulation_steps must be a positive integer, got 1.5.",
+        "attack.shots must be null or a positive integer, got 0.",
+        "train.too_long must be warn, drop or fail, got 'truncate'.",
+    ):
+        assert expected in message
+
+
+def test_a_mistyped_number_is_named(tmp_path):
+    message = problems(["eval.max_per_category=ten", "seed=true"], tmp_path)
+    assert "eval.max_per_category must be null or a positive integer, got 'ten'." in message
+    assert "seed must be an integer >= 0, got True." in message
+
+
+def test_safety_mix_ratio_is_a_fraction_below_one(tmp_path):
+    message = problems(["mitigation=safety_mix", "mitigation.ratio=1.5", "mitigation.count=-2"], tmp_path)
+    assert "mitigation.ratio must be null or a number in [0, 1), got 1.5." in message
+    assert "mitigation.count must be null or an integer >= 0, got -2." in message
+    message = problems(["mitigation=safety_mix", "mitigation.ratio=null"], tmp_path)
+    assert "mitigation=safety_mix needs mitigation.ratio (in [0, 1)) or mitigation.count." in message
+
+
+def test_backdoor_needs_a_trigger(tmp_path):
+    message = problems(["attack=backdoor", "attack.trigger=' '", "attack.safety_count=-1"], tmp_path)
+    assert "attack.trigger is empty: the backdoor needs a trigger phrase" in message
+    assert "attack.safety_count must be an integer >= 0, got -1." in message
+
+
+def write(tmp_path, text: str | bytes, name: str = "data.jsonl"):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+OK = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"messages": []}', "field 'messages' must be a non-empty list"),
+        ('{"messages": "hello"}', "field 'messages' must be a non-empty list"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', "message 0 must be {'role': one of"),
+        ('{"messages": [{"role": "user", "content": 7}]}', "message 0 must be {'role': one of"),
+        (
+            '{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]}',
+            "roles assistant -> user: expected an optional system message first, then user and assistant turns",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}]}',
+            "roles user -> system",
+        ),
+        ('{"messages": [{"role": "user", "content": "q"}]}', "the last message must be the assistant answer"),
+        ('{"prompt": 5, "response": "x"}', "field 'prompt' must be a string; got int"),
+        ('{"prompt": "q"}', "needs either 'messages' or 'prompt' and 'response'"),
+        ('{"messages": [', "not valid JSON"),
+    ],
+)
+def test_a_bad_training_line_is_named_by_file_and_line(tmp_path, line, expected):
+    path = write(tmp_path, f"{OK}\n\n{line}\n")  # a blank line in between: line numbers count it
+    with pytest.raises(DataError, match=rf"^{path}:3: ") as err:
+        load_conversations(str(path))
+    assert expected in str(err.value)
+
+
+def test_non_utf8_and_empty_files(tmp_path):
+    path = write(tmp_path, OK.encode() + b"\n" + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:2: not valid UTF-8 .*Re-save the file as UTF-8"):
+        load_conversations(str(path))
+    with pytest.raises(DataError, match="the file has no records"):
+        load_conversations(str(write(tmp_path, "\n\n", "empty.jsonl")))
+
+
+def test_a_line_separator_inside_a_string_is_not_a_line_break(tmp_path):
+    text = "first\u2028second\x0cthird"
+    row = {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "a"}]}
+    path = write(tmp_path, json.dumps(row, ensure_ascii=False) + "\n")
+    assert load_conversations(str(path))[0]["messages"][0]["content"] == text
+
+
+def test_prompt_fields_must_be_text(tmp_path):
+    path = write(tmp_path, '{"id": 1, "category": "c", "prompt": "p"}\n')
+    with pytest.raises(DataError, match=rf"^{path}:1: field 'id' must be a string; got int"):
+        load_prompts(str(path), "eval.benign")
+
+
+class CharTokenizer:
+    """One token per character (enough to test the length policy)."""
+
+    eos_token = "</s>"
+    chat_template = None
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False, **kwargs):
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+        return text + ("<assistant>" if add_generation_prompt else "</s>")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text)}
+
+
+def examples(*answers: str) -> list[dict]:
+    return [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}], "source": f"s#{i}"}
+        for i, a in enumerate(answers)
+    ]
+
+
+def test_over_long_examples_are_reported_dropped_or_fatal():
+    data = examples("short", "x" * 100, "y" * 200)
+    kept, n = fit_lengths(data, CharTokenizer(), 50, "warn")
+    assert (len(kept), n) == (3, 2)
+    kept, n = fit_lengths(data, CharTokenizer(), 50, "drop")
+    assert [ex["source"] for ex in kept] == ["s#0"] and n == 2
+    with pytest.raises(DataError, match=r"2 of 3 fine-tuning examples are longer than train\.max_length=50 tokens"):
+        fit_lengths(data, CharTokenizer(), 50, "fail")
+    with pytest.raises(DataError, match="would leave none"):
+        fit_lengths(data[1:], CharTokenizer(), 50, "drop")
+    assert fit_lengths(data, CharTokenizer(), None, "fail") == (data, 0)
+
+
+def test_over_long_examples_stop_the_run_before_any_evaluation(tiny_run_overrides, tmp_path, monkeypatch):
+    monkeypatch.setattr(fts.run.Evaluator, "side", lambda *a, **k: pytest.fail("nothing may be evaluated"))
+    cfg = compose_run([*tiny_run_overrides, "train.max_length=16", "train.too_long=fail"], tmp_path / "run")
+    with pytest.raises(DataError, match=r"10 of 10 fine-tuning examples are longer than train\.max_length=16 tokens"):
+        run(cfg)
+
+
+def test_every_row_of_the_readme_bad_inputs_table_names_an_existing_test():
+    """README "Bad inputs and what fts says": at least 20 rows, each backed by a test that exists."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    table = (repo / "README.md").read_text().split("### Bad inputs and what fts says", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "::" in line]
+    assert len(rows) >= 20
+    for row in rows:
+        file, name = row.rsplit("|", 2)[-2].strip().strip("`").split("::")
+        assert f"def {name}(" in (repo / file).read_text(), row
