@@ -1,10 +1,11 @@
 """Config checks that run before any model loads: every problem at once, each naming the key and the fix."""
 
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fts.config_values import range_problems
 from fts.data.formats import LOADERS, locate
@@ -203,3 +204,24 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
         if isinstance(e.__cause__, FtsError):
             raise e.__cause__ from None
         raise ConfigError(f"cannot build {node.get('_target_')}: {e}") from None
+
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """conf/run.yaml composed as `python -m fts.run <overrides>` would, with Hydra's runtime set (run dir =
+    `output_dir`): for tests, benchmarks and notebooks that call `fts.run.run(cfg)` in-process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg

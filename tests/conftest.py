@@ -3,12 +3,8 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from fts.config import CONF_DIR, compose_run  # noqa: F401 (tests import both from here)
 
 
 @pytest.fixture(scope="session")
@@ -35,19 +31,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """Compose conf/run.yaml as `python -m fts.run <overrides>` would, with the Hydra runtime set."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.paths.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 @pytest.fixture

@@ -8,25 +8,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # measure this checkout's fts, whatever an editable install points at
     sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-CONF_DIR = str(ROOT / "conf")
-
-
-def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
-    """conf/run.yaml composed with `overrides`, with Hydra's runtime set (run dir = `output_dir`)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="run", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.paths.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
+from fts.config import compose_run  # noqa: E402, F401 (the benchmarks import it from here)
 
 
 def model_overrides(model_path: str | None) -> list[str]:

@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fts.data import check_messages, load_conversations, numbered_lines, parse_json, read_text, resolve, user
+from fts.data import (
+    check_messages,
+    load_conversations,
+    numbered_lines,
+    parse_json,
+    read_text,
+    resolve,
+    text_field,
+    user,
+)
 from fts.errors import ConfigError, DataError
 from fts.records import Example, Prompt, Question, XSTestPrompt
 
@@ -102,14 +111,8 @@ def read_records(path: Path) -> list[tuple[str, str, dict]]:
 
 
 def field(row: dict, name: str, where: str, default: str | None = None, nonempty: bool = False) -> str:
-    """A string field of a record; missing (without default), non-string or blank (if nonempty) raises."""
-    value = row.get(name, default)
-    if not isinstance(value, str):
-        found = f"got {type(value).__name__}" if name in row else "it is missing"
-        raise DataError(f"{where}: field '{name}' must be a string; {found}.")
-    if nonempty and not value.strip():
-        raise DataError(f"{where}: field '{name}' is empty; expected non-empty text.")
-    return value
+    """A string field of a record (`default` when it is absent); non-string or blank (if nonempty) raises."""
+    return text_field({name: default, **row} if default is not None else row, name, where, nonempty)
 
 
 def first_column(path: Path) -> list[tuple[int, str]]:
