@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fts.config_values import range_problems
 from fts.data.formats import LOADERS, locate
 from fts.errors import ConfigError, FtsError
+from fts.generate import vllm as vllm_engine
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
 from fts.secrets import config_secrets
 
@@ -39,8 +40,14 @@ def value_problems(cfg: DictConfig) -> list[str]:
     backend = cfg.model.get("backend", "hf")
     problems = openai_problems(cfg) if backend == "openai" else hf_problems(cfg)
     problems += positive_ints(cfg, "eval.batch_size") + range_problems(cfg)
-    if cfg.eval.get("engine") != backend:
-        problems.append(f"eval.engine={cfg.eval.get('engine')!r} does not fit model.backend={backend!r}: remove it.")
+    engine = cfg.eval.get("engine")
+    if engine == "vllm":  # open weights through vLLM instead of transformers (fts.generate.vllm)
+        problems += vllm_engine.problems(cfg)
+    elif engine != backend:
+        problems.append(
+            f"eval.engine={engine!r} does not fit model.backend={backend!r}: remove it"
+            + (" (or eval.engine=vllm on a GPU)." if backend == "hf" else ".")
+        )
     template = cfg.attack.get("user_template")  # the benign tier takes its template from the dataset
     if template is not None and "{prompt}" not in str(template):
         problems.append(f"attack.user_template must contain '{{prompt}}', got {template!r}.")

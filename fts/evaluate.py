@@ -20,6 +20,7 @@ from fts.data import first_per_category, load_prompts, user
 from fts.data.formats import load_by_format, load_mt_bench, load_xstest
 from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
+from fts.generate.vllm import VllmEngine
 from fts.judges import Judge
 from fts.records import Prompt
 from fts.utility import mt_bench, qa
@@ -59,6 +60,7 @@ class Evaluator:
     eval_cfg: DictConfig
     judges: dict[str, Judge]
     cache: Cache
+    vllm: VllmEngine | None = None  # eval.engine=vllm: the engine, kept across sides (fts.generate.vllm)
 
     def __post_init__(self) -> None:
         mt = self.eval_cfg.get("mt_bench")
@@ -71,6 +73,11 @@ class Evaluator:
             judge.preflight(judged * n_sides)
         if self.grader is not None:
             self.grader.preflight(sum(len(p["turns"]) for p in prompts if p["set"] == "mt_bench") * n_sides)
+
+    def close(self) -> None:
+        """Hand back what the engine holds (vLLM's GPU memory) once every side is generated."""
+        if self.vllm is not None:
+            self.vllm.close()
 
     def usage(self) -> dict[str, dict]:
         graders = {"mt_bench_grader": self.grader} if self.grader is not None else {}
@@ -117,6 +124,8 @@ class Evaluator:
         """One response per prompt from the configured engine (`eval.engine`, which follows `model.backend`)."""
         if self.eval_cfg.engine == "openai":  # an API model (fts.models.openai): chat completions, no tokenizer
             return openai_engine.generate(model, prompts, max_new_tokens, desc=desc, temperature=temperature)
+        if self.eval_cfg.engine == "vllm":  # `model` is a vllm.Served handle on weights on disk
+            return self.vllm.generate(model, tokenizer, prompts, max_new_tokens, desc=desc, temperature=temperature)
         batch_size = self.eval_cfg.batch_size
         return generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature)
 

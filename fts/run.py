@@ -30,6 +30,7 @@ from fts.data import resolve
 from fts.data.contamination import find_overlaps
 from fts.errors import DataError, FtsError
 from fts.evaluate import Evaluator, evaluation_prompts
+from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
 from fts.manifest import Manifest
 from fts.models import load, open_model
@@ -86,7 +87,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     check_contamination(prompts, train_set, out, cfg.eval.contamination)
     eval_sets = attack.eval_sets(prompts)
     judges = build_judges(cfg.judge)
-    evaluator = Evaluator(out, cfg.eval, judges, cache)
+    evaluator = Evaluator(out, cfg.eval, judges, cache, vllm=vllm_engine.engine_for(cfg))
     evaluator.preflight(prompts, n_sides=len(eval_sets) * (2 if train_set else 1))  # API keys/budgets, before loading
 
     # 3. The aligned model (the embedded one is materialized and safety-aligned once, then cached). An API model is
@@ -109,7 +110,8 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     with manifest.stage("baseline_eval"):
         for variant, variant_prompts in eval_sets.items():
             name = f"baseline{variant}"
-            sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key={"model": identity})
+            source = generated_from(cfg, model, tokenizer, checkpoint, None)
+            sides[name] = evaluator.side(name, source, tokenizer, variant_prompts, cache_key={"model": identity})
     distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
     # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only; or a job of the OpenAI fine-tuning
@@ -125,7 +127,9 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         with manifest.stage("finetuned_eval"):
             for variant, variant_prompts in eval_sets.items():
                 name = f"finetuned{variant}"
-                sides[name] = evaluator.side(name, model, tokenizer, variant_prompts, cache_key=None)
+                source = generated_from(cfg, model, tokenizer, checkpoint, out / "model")
+                sides[name] = evaluator.side(name, source, tokenizer, variant_prompts, cache_key=None)
+    evaluator.close()
 
     # 6. Metrics before/after: harmfulness per judge and per category, over-refusal and utility; the report.
     result = {side: M.side_metrics(rows, list(judges)) for side, rows in sides.items()}
@@ -144,6 +148,15 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     print("\n" + report, flush=True)
     (out / DONE).touch()
     return result
+
+
+def generated_from(cfg: DictConfig, model, tokenizer, checkpoint: str, model_dir: Path | None):
+    """What the eval engine generates from: the model in memory, or for eval.engine=vllm the weights on disk (the
+    checkpoint; after fine-tuning, the adapter or full weights saved in `model_dir`)."""
+    if cfg.eval.engine != "vllm":
+        return model
+    revision = cfg.model.get("revision")
+    return vllm_engine.served(model, tokenizer, checkpoint, revision, cfg.peft.method, model_dir)
 
 
 def fit_training_set(cfg: DictConfig, train_set: list, tokenizer, out: Path | None, manifest: Manifest | None):
