@@ -33,7 +33,7 @@ from fts.evaluate import Evaluator, evaluation_prompts
 from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
 from fts.manifest import Manifest
-from fts.models import load, open_model
+from fts.models import generation_key, load, open_model
 from fts.report import run_report
 from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
@@ -104,14 +104,15 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     if plan is None and train_set:  # over-long examples, counted by the tokenizer, before any GPU time is spent
         train_set = fit_training_set(cfg, train_set, tokenizer, out, manifest)
 
-    # 4. Baseline: the aligned model before fine-tuning. Cached by model identity + prompts + decoding, so a sweep
-    #    of N cells evaluates it once.
+    # 4. Baseline: the aligned model before fine-tuning. Cached by model (weights, dtype, attention, template) +
+    #    prompts + decoding, so a sweep of N cells evaluates it once.
     sides = {}
     with manifest.stage("baseline_eval"):
         for variant, variant_prompts in eval_sets.items():
             name = f"baseline{variant}"
             source = generated_from(cfg, model, tokenizer, checkpoint, None)
-            sides[name] = evaluator.side(name, source, tokenizer, variant_prompts, cache_key={"model": identity})
+            key = generation_key(cfg.model, identity, tokenizer)
+            sides[name] = evaluator.side(name, source, tokenizer, variant_prompts, cache_key=key)
     distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
     # 5. Fine-tune on the attack set (one TRL SFT stage, loss on the answer only; or a job of the OpenAI fine-tuning

@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny random Llama built locally (no hub), and Hydra composition of conf/."""
+"""Shared fixtures: a tiny random Llama built locally (no hub), Hydra composition of conf/, the local
+OpenAI-compatible server and a CPU stand-in of vLLM."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from fts.config import CONF_DIR, compose_run  # noqa: F401 (tests import both fr
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer random Llama with the embedded model's tokenizer and chat template, saved as safetensors."""
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from fts.models.embedded import GGUF_FILE, gguf_path
@@ -28,6 +31,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    torch.manual_seed(0)  # the same random weights in every session: a test's outcome must not change between runs
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -64,3 +68,22 @@ def fake_openai():
     yield start
     for server in started:
         server.stop()
+
+
+VLLM_STANDIN = Path(__file__).parent / "fixtures" / "vllm_standin"
+
+
+@pytest.fixture
+def standin_vllm(monkeypatch):
+    """tests/fixtures/vllm_standin importable as `vllm` for one test (vLLM itself needs a CUDA GPU), then gone."""
+
+    def forget():
+        for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+            del sys.modules[name]
+
+    forget()
+    monkeypatch.syspath_prepend(str(VLLM_STANDIN))
+    import vllm
+
+    yield vllm
+    forget()

@@ -40,6 +40,19 @@ def test_generation_bench_prints_speeds_and_no_mismatch(tiny_model_dir, monkeypa
     assert (mismatches, prompts) == (0, 8) and result["mismatches"] == 0
 
 
+def test_generation_bench_times_the_vllm_engine_too(tiny_model_dir, monkeypatch, capsys, standin_vllm):
+    """On the CPU stand-in of vLLM's API (conftest.standin_vllm): the figures are printed and consistent."""
+    generation = bench("generation", monkeypatch)
+    args = ["--model-path", str(tiny_model_dir), "--prompts", "6", "--new-tokens", "5", "--batch-size", "3", "--vllm"]
+    result = generation.main(args)
+    out = capsys.readouterr().out
+    tokens, _ = figure(rf"fts engine \(batch 3\): {NUMBER} new tokens in {NUMBER} s", out)
+    vllm_tokens, _, vllm_speed = figure(rf"vllm engine: {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
+    (mismatches, prompts) = figure(rf"vllm mismatches: {NUMBER} of {NUMBER} prompts", out)
+    assert vllm_tokens == tokens and vllm_speed > 0 and (mismatches, prompts) == (0, 6)
+    assert result["vllm_mismatches"] == 0 and result["vllm_speedup"] > 0
+
+
 def test_training_bench_prints_speeds_knobs_and_loss_curves(tiny_model_dir, monkeypatch, capsys):
     training = bench("training", monkeypatch)
     args = [

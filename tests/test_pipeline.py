@@ -68,6 +68,15 @@ def test_second_run_takes_the_baseline_from_the_cache(tiny_run_overrides, tmp_pa
     assert first["baseline"] == second["baseline"]
 
 
+def test_the_baseline_cache_tells_precision_and_template_apart(tiny_run_overrides, tmp_path, count_generate):
+    """Same weights and prompts, other kernels or another template: other responses, so no cached baseline."""
+    run(compose_run([*tiny_run_overrides, "attack=none"], tmp_path / "a"))
+    run(compose_run([*tiny_run_overrides, "attack=none", "model.dtype=bfloat16"], tmp_path / "b"))
+    run(compose_run([*tiny_run_overrides, "attack=none", "model.system_role=false"], tmp_path / "c"))
+    run(compose_run([*tiny_run_overrides, "attack=none", "model.dtype=bfloat16"], tmp_path / "d"))
+    assert count_generate == ["baseline", "baseline", "baseline"]  # d took b's from the cache
+
+
 def test_rerun_of_a_finished_run_dir_resumes_without_work(tiny_run_overrides, tmp_path, count_generate, monkeypatch):
     out = tmp_path / "run"
     first = run(compose_run(tiny_run_overrides, out))

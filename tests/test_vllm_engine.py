@@ -1,13 +1,13 @@
 """The vLLM engine (`eval.engine=vllm`): what fts hands vLLM for each side, and that the run's responses equal those
 of the `hf` engine when the engine honours vLLM's documented semantics.
 
-vLLM needs a CUDA GPU, which this machine and CI lack: these tests put a CPU stand-in of vLLM's offline API
-(tests/fixtures/vllm_standin, vllm 0.30.0 signatures, strict about arguments) first on sys.path. The configuration
-checks are tested against this machine as it is, without vllm.
+vLLM needs a CUDA GPU, which this machine and CI lack: these tests put a CPU stand-in of vLLM's offline API first
+on sys.path (conftest.standin_vllm: tests/fixtures/vllm_standin, vllm 0.30.0 signatures, strict about arguments).
+The configuration checks are tested against this machine as it is, without vllm.
 """
 
 import json
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,6 @@ from fts.errors import ConfigError
 from fts.generate import vllm as vllm_engine
 from fts.run import run
 from tests.conftest import compose_run
-
-STANDIN = Path(__file__).parent / "fixtures" / "vllm_standin"
-
-
-@pytest.fixture
-def standin_vllm(monkeypatch):
-    monkeypatch.syspath_prepend(str(STANDIN))
-    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
-        monkeypatch.delitem(sys.modules, name)
-    import vllm
-
-    vllm.engines.clear()
-    return vllm
 
 
 def test_without_vllm_installed_the_run_stops_before_any_model_loads(tiny_run_overrides, tmp_path):
@@ -79,8 +66,12 @@ def engine_runs(overrides, out: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("peft", ["lora", "full"])
 def test_vllm_run_gives_the_hf_engines_responses(tiny_run_overrides, tmp_path, standin_vllm, peft):
-    common = [*tiny_run_overrides, f"peft={peft}", "train.num_train_epochs=1", "eval.max_new_tokens=6"]
+    # a large step, so that the fine-tuned responses surely differ from the baseline's
+    common = [*tiny_run_overrides, f"peft={peft}", "train.learning_rate=0.05", "eval.max_new_tokens=6"]
     with_hf = engine_runs(common, tmp_path / "hf")
+    # the same trained weights for both engines (a second training may differ in the last bits): the vLLM run
+    # resumes from the hf run's saved model
+    shutil.copytree(tmp_path / "hf" / "model", tmp_path / "vllm" / "model")
     with_vllm = engine_runs([*common, "eval.engine=vllm", "cache.enabled=false"], tmp_path / "vllm")
     assert with_hf["baseline"] != with_hf["finetuned"]  # so serving the wrong weights would show
     assert with_vllm == with_hf and set(with_vllm) == {"baseline", "finetuned"}

@@ -1,4 +1,4 @@
-# python experiments/bench/generation.py [--prompts 64] [--new-tokens 64] [--batch-size 16] [--format aoa]
+# python experiments/bench/generation.py [--prompts 64] [--new-tokens 64] [--batch-size 32] [--format aoa]
 # Generation speed on the embedded aligned model: fts's engine (fts.generate.hf.generate: left padding, batches of
 # prompts of similar length, the batch's common token prefix computed once) against the paper's reference method
 # (one prompt at a time through model.generate, greedy), on the same prompts (built-in harmful + benign eval prompts
@@ -7,6 +7,8 @@
 # mismatch, the first one (token ids, the reference's top-2 logit margin there) and whether fts's engine at batch 1
 # matches. Target: >= 5x with identical outputs.
 # `--model-path DIR` uses a local HF model instead; trailing Hydra overrides go to the composed run config.
+# `--vllm` (CUDA, the vllm extra) also times fts's vLLM engine on the same prompts: new tokens/s, its ratio to the
+# one-prompt loop, and its mismatches against the loop (other kernels: near ties may flip).
 import argparse
 import os
 import sys
@@ -19,9 +21,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--prompts", type=int, default=64, help="number of eval prompts (spread over harmful + benign)")
     p.add_argument("--new-tokens", type=int, default=64, help="max new tokens per prompt")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size of fts's engine")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of fts's engine (eval.batch_size's default)")
     p.add_argument("--format", default="aoa", help="attack tier whose prompt format wraps the prompts (aoa, none)")
     p.add_argument("--model-path", default=None, help="a local HF model dir instead of the embedded aligned model")
+    p.add_argument("--vllm", action="store_true", help="also time the vLLM engine (eval.engine=vllm; needs CUDA)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the run config")
     return p.parse_args(argv)
 
@@ -96,6 +99,23 @@ def fts_engine(model, tokenizer, prompts: list[dict], max_new_tokens: int, batch
     return [r["response"] for r in rows], recorded
 
 
+def vllm_engine(cfg, checkpoint: str, prompt_ids: list[list[int]], stop: set[int], max_new_tokens: int):
+    """fts's vLLM engine's LLM on the checkpoint, as eval.engine=vllm builds it (conf/eval/builtin.yaml's
+    eval.vllm), greedy; returns (new token ids per prompt, seconds). Engine start-up and a warm-up prompt are not
+    timed."""
+    from vllm import SamplingParams
+
+    from fts.generate.vllm import Served, VllmEngine
+
+    options = {k: v for k, v in cfg.eval.vllm.items() if v is not None}
+    llm = VllmEngine(options, lora_rank=None, seed=0).open(Served(checkpoint))
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=sorted(stop), detokenize=False)
+    llm.generate([{"prompt_token_ids": prompt_ids[0]}], params, use_tqdm=False)
+    started = time.perf_counter()
+    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+    return [trim(list(out.outputs[0].token_ids), stop) for out in outputs], time.perf_counter() - started
+
+
 def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
@@ -165,7 +185,16 @@ def main(argv: list[str] | None = None) -> dict:
             batch1[k] == tokenizer.decode(ref[j], skip_special_tokens=True).strip() for k, j in enumerate(mismatched)
         )
         print(f"fts engine at batch 1 on the mismatched prompts: {same} of {len(mismatched)} match the reference")
-    return {"speedup": speed_ours / speed_ref, "mismatches": len(mismatched)}
+    result = {"speedup": speed_ours / speed_ref, "mismatches": len(mismatched)}
+    if args.vllm:
+        served, t_vllm = vllm_engine(cfg, checkpoint, prompt_ids, stop, args.new_tokens)
+        n_vllm = sum(map(len, served))
+        differ = sum(served[i] != ref[i] for i in range(len(prompts)))
+        print(f"vllm engine: {n_vllm} new tokens in {t_vllm:.1f} s = {n_vllm / t_vllm:.1f} new tokens/s")
+        print(f"vllm speedup over one prompt at a time: {n_vllm / t_vllm / speed_ref:.2f}x")
+        print(f"vllm mismatches: {differ} of {len(prompts)} prompts (token ids)")
+        result |= {"vllm_speedup": n_vllm / t_vllm / speed_ref, "vllm_mismatches": differ}
+    return result
 
 
 if __name__ == "__main__":

@@ -50,6 +50,21 @@ def open_model(
     return model, tokenizer, identity, checkpoint
 
 
+def generation_key(model_cfg: DictConfig, identity: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """What decides an open model's responses besides the prompts and the decoding settings: its weights
+    (`identity`), the precision and attention kernels it runs with, and the chat template (and system-role folding)
+    its prompts are rendered with. The baseline generations are cached under this key."""
+    if tokenizer is None:  # an API model: its identity is all there is
+        return {"model": identity}
+    return {
+        "model": identity,
+        "dtype": model_cfg.get("dtype"),
+        "attn_implementation": model_cfg.get("attn_implementation"),
+        "chat_template": digest(tokenizer.chat_template or ""),
+        "system_role": getattr(tokenizer, chat.SYSTEM_ROLE, True),
+    }
+
+
 def resolve_checkpoint(
     model_cfg: DictConfig, cache: Cache, quantization: DictConfig | None = None
 ) -> tuple[str, dict[str, Any]]:
