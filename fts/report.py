@@ -182,6 +182,23 @@ def markdown_columns(columns: list[str]) -> list[tuple[str, Any]]:
             rate, score = f"finetuned/{j}/harmfulness_rate", f"finetuned/{j}/harmfulness_score"
             cols.append((f"harmfulness rate after ({j})", lambda r, key=rate: with_ci(r, key)))
             cols.append((f"harmfulness score after ({j})", lambda r, key=score: num(r.get(key))))
+    if "finetuned/utility/qa_accuracy" in columns:  # what the fine-tune cost in helpfulness
+        cols.append(
+            (
+                "QA accuracy before → after",
+                lambda r: " → ".join(pct(r.get(f"{s}/utility/qa_accuracy")) for s in SIDES[:2]),
+            )
+        )
+    if "finetuned/utility/mt_bench_score" in columns:
+        cols.append(
+            (
+                "MT-Bench before → after",
+                lambda r: " → ".join(num(r.get(f"{s}/utility/mt_bench_score")) for s in SIDES[:2]),
+            )
+        )
+    if "fine_tune/status" in columns:  # API models: the job and what it cost
+        cols.append(("fine-tuning job", lambda r: r.get("fine_tune/status") or "—"))
+        cols.append(("cost (USD)", lambda r: usd(r.get("fine_tune/actual_usd") or r.get("fine_tune/estimated_usd"))))
     if f"finetuned_triggered/{main}/asr" in columns:
         cols.append((f"ASR after, with trigger ({main})", lambda r: with_ci(r, f"finetuned_triggered/{main}/asr")))
     return cols

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,25 @@ class RedactingFilter(logging.Filter):
 
 class RedactSecrets(Callback):
     """Hydra callback: redact secrets from `.hydra/*.yaml` (and the sweep's multirun.yaml) as the job starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """The submitit launchers pickle every job's config and overrides into <sweep dir>/.submitit/ before any job
+        starts, out of this callback's reach: a key in either stops the sweep before anything is submitted."""
+        if "submitit" not in str(config.hydra.launcher.get("_target_", "")):
+            return
+        task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        found = config_secrets(OmegaConf.to_container(task, resolve=False))
+        found |= config_secrets(list(config.hydra.overrides.task))
+        if found:
+            # Hydra turns an exception raised in a callback into a warning and goes on: exit instead.
+            print(
+                f"\nfts: error: {', '.join(sorted(found))}: a key in the config or on the command line of a submitit "
+                "sweep is pickled into <sweep dir>/.submitit/ with every job, where it cannot be redacted; nothing "
+                "was submitted. Export it in the environment instead (the api_key_env setting names the variable).",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(2)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra = config.hydra

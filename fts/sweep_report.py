@@ -41,6 +41,9 @@ UTILITY_COLUMNS = {
     ),
 }
 
+# The fine-tuning job of an API model (metrics.json "fine_tune"), as sweep.csv columns fine_tune/<key>
+FINE_TUNE_COLUMNS = ("status", "job_id", "fine_tuned_model", "trained_tokens", "estimated_usd", "actual_usd", "error")
+
 
 @dataclass
 class Run:
@@ -212,6 +215,8 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
                 value = dig(values, delta_path if side == "delta" else path)
                 if value is not None:
                     out[f"{side}{variant}/{column}"] = value
+    job = metrics.get("fine_tune") or {}  # API models: the fine-tuning job (fts.train.openai)
+    out |= {f"fine_tune/{k}": job[k] for k in FINE_TUNE_COLUMNS if job.get(k) is not None}
     return out
 
 

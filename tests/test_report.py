@@ -181,6 +181,9 @@ def test_report_of_a_multirun_dir(sweep_dir, capsys):
     assert "| 6 | aoa | 0.5 | unfinished (no metrics.json) |" in md
     asr = metrics["finetuned"]["keyword"]["asr"]
     assert f"{100 * asr:.1f}%" in table[2]
+    assert "QA accuracy before → after" in table[0] and "fine-tuning job" not in table[0]  # no API runs here
+    qa = [metrics[s]["utility"]["qa"]["accuracy"] for s in ("baseline", "finetuned")]
+    assert f"{100 * qa[0]:.1f}% → {100 * qa[1]:.1f}%" in table[2]
 
     assert float(rows[1]["delta/utility/qa_accuracy"]) == metrics["delta"]["utility"]["qa_accuracy"]
     for name in ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png", "harm_vs_utility.png"):
@@ -205,6 +208,28 @@ def test_report_of_run_dirs_with_backdoor_sides_into_out_dir(sweep_dir, tmp_path
     assert rows[1]["finetuned_triggered/keyword/asr"] != "" and rows[0]["finetuned_triggered/keyword/asr"] == ""
     assert "ASR after, with trigger (keyword)" in (out / "sweep.md").read_text()
     assert all((out / name).read_bytes().startswith(PNG) for name in ("per_category.png", "asr_vs_mix_ratio.png"))
+
+
+def test_api_fine_tuning_jobs_get_their_status_and_cost_columns(sweep_dir, tmp_path):
+    """metrics.json "fine_tune" (fts.train.openai): a failed job has a baseline only; its error is a column."""
+    done = {"baseline": fake_side(0.05, 0.1, seed=1), "finetuned": fake_side(0.8, 0.0, seed=2)}
+    metrics = fake_metrics(done) | {
+        "fine_tune": {"job_id": "ftjob-1", "status": "succeeded", "fine_tuned_model": "ft:gpt-x:1",
+                      "trained_tokens": 12000, "estimated_usd": 0.1, "actual_usd": 0.096}
+    }  # fmt: skip
+    write_job(tmp_path / "runs" / "ok", ["model=gpt4o_mini", "seed=1"], metrics)
+    failed = fake_metrics({"baseline": fake_side(0.05, 0.1, seed=1)}) | {
+        "fine_tune": {"job_id": "ftjob-2", "status": "failed", "error": "too many examples", "estimated_usd": 0.1}
+    }
+    write_job(tmp_path / "runs" / "failed", ["model=gpt4o_mini", "seed=2"], failed)
+    out = tmp_path / "report"
+    assert main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    rows = {r["seed"]: r for r in read_csv(out / "sweep.csv")}
+    assert rows["1"]["fine_tune/status"] == "succeeded" and float(rows["1"]["fine_tune/actual_usd"]) == 0.096
+    assert rows["2"]["fine_tune/error"] == "too many examples" and rows["2"]["fine_tune/actual_usd"] == ""
+    md = (out / "sweep.md").read_text()
+    assert "| fine-tuning job | cost (USD) |" in md
+    assert "| succeeded | $0.0960 |" in md and "| failed | $0.1000 |" in md  # no bill yet: the estimate
 
 
 def test_report_without_runs_is_an_error_not_a_crash(tmp_path, capsys):

@@ -95,6 +95,17 @@ def test_a_key_on_the_command_line_stops_the_run_and_is_redacted_from_hydra_file
     assert "judge.gpt4.api_key looks like a secret" in (tmp_path / "run.log").read_text()
 
 
+def test_a_submitit_sweep_with_a_key_on_the_command_line_submits_nothing(tmp_path):
+    """submitit pickles each job's overrides into .submitit/ before any job (and its redaction) starts."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_local", f"+judge.gpt4.api_key={PLANTED_CLI_KEY}", "attack=none,aoa"]
+    proc = run_subprocess([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 2
+    assert "judge.gpt4.api_key: a key in the config or on the command line of a submitit sweep" in proc.stderr
+    assert not (sweep / ".submitit").exists() and leaks([tmp_path]) == {}
+    assert PLANTED_CLI_KEY not in proc.stdout + proc.stderr
+
+
 def test_a_key_in_an_error_message_is_redacted(tmp_path):
     """A user error that quotes a config value prints the value redacted."""
     proc = run_subprocess([f"eval.contamination={PLANTED_CLI_KEY}", f"hydra.run.dir={tmp_path}"], tmp_path)
