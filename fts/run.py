@@ -200,8 +200,9 @@ def train_and_save(cfg: DictConfig, model, tokenizer, train_set: list, out: Path
     weights = bool(cfg.save_model) or distributed.num_processes() > 1
     train_cfg = OmegaConf.merge(cfg.train, {"report_to": report_to})  # TRL's curves go into our W&B run
     scratch = out / "checkpoints"  # the trainer's output_dir; fts saves the model itself (save_strategy "no")
+    cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)  # the tokenized training set
     model, _ = fine_tune(
-        model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed, out / "model", weights
+        model, tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed, out / "model", weights, cache
     )
     if distributed.is_main():
         shutil.rmtree(scratch, ignore_errors=True)

@@ -133,3 +133,29 @@ def test_bf16_training_leaves_the_model_in_its_own_dtype(tiny_model_dir, tmp_pat
     reloaded = load_trained(load(str(tiny_model_dir), MODEL_CFG)[0], tmp_path / "model")
     with torch.no_grad():
         assert torch.allclose(trained(**batch).logits, reloaded(**batch).logits, atol=1e-5)
+
+
+def test_the_tokenized_training_set_comes_from_the_cache_the_second_time(tiny_model_dir, tmp_path, monkeypatch):
+    """The second training on the same data and tokenizer skips TRL's preparation and trains on the same tokens."""
+    from trl import SFTTrainer
+
+    from fts.cache import Cache
+
+    prepared = []
+    prepare = SFTTrainer._prepare_dataset
+
+    def counting(self, dataset, *args, **kwargs):
+        prepared.append(len(dataset))
+        return prepare(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "_prepare_dataset", counting)
+    cache = Cache(tmp_path / "cache")
+    histories = []
+    for run in range(3):
+        data = examples() if run < 2 else examples(5)  # run 2: other data, another entry
+        model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
+        _, history = fine_tune(model, tokenizer, data, TRAIN, LORA, tmp_path / f"ckpt{run}", 0, cache=cache)
+        histories.append([(row["loss"], row["num_tokens"]) for row in history])
+    assert prepared == [4, 5]  # the second run took the first one's tokens
+    assert histories[1] == histories[0]  # same tokens, same labels, same updates
+    assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2

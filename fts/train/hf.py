@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+import transformers
+import trl
+from datasets import Dataset, load_from_disk
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel, prepare_model_for_kbit_training
 from peft.tuners.adaption_prompt import AdaptionPromptModel
@@ -22,6 +24,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from trl import SFTConfig, SFTTrainer
 from trl.trainer import utils as trl_utils
 
+from fts import distributed
+from fts.cache import Cache, digest
 from fts.config import build
 from fts.errors import ConfigError, DataError, ModelError
 from fts.models.chat import render_example
@@ -130,6 +134,36 @@ def to_dataset(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> D
     return Dataset.from_list(rows)
 
 
+# SFTConfig fields that change what TRL's dataset preparation produces (tokenization, masks, truncation, packing)
+PREPARATION_ARGS = (
+    "max_length",
+    "truncation_mode",
+    "packing",
+    "packing_strategy",
+    "padding_free",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "dataset_text_field",
+    "eos_token",
+    "pad_token",
+)
+
+
+def preparation_key(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, args: SFTConfig) -> dict[str, Any]:
+    """What decides TRL's tokenized training set: the rendered prompt/completion rows (chat template included), the
+    tokenizer (its class, vocabulary and special tokens), the preparation settings and TRL's version."""
+    return {
+        "rows": digest(dataset.to_list()),
+        "tokenizer": {
+            "class": type(tokenizer).__name__,
+            "vocab": digest(tokenizer.get_vocab()),
+            "special": digest(tokenizer.special_tokens_map),
+        },
+        "args": {k: getattr(args, k, None) for k in PREPARATION_ARGS},
+        "versions": {"trl": trl.__version__, "transformers": transformers.__version__},
+    }
+
+
 def bf16_fast() -> bool:
     """Whether this machine computes bfloat16 natively: a CUDA GPU with bf16, or an x86 CPU with AVX512-BF16 or AMX.
 
@@ -153,13 +187,15 @@ def fine_tune(
     seed: int,
     save_dir: Path | None = None,
     save_weights: bool = True,
+    cache: Cache | None = None,
 ) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
     """Train `model` on `examples`; return the trained model (a PeftModel when `peft_cfg` is set) and the log.
 
     `train_cfg` holds SFTConfig keyword arguments, every one set explicitly in `conf/train/` (TRL's defaults
     change between releases), plus fts's own `step_lr_gamma` and `lm_head_answer_only` (see `Trainer`); `bf16` may
     be "auto" (see `bf16_fast`). `peft_cfg` is a `_target_` node for a peft config, or None for full fine-tuning.
-    With `save_dir`, the result is saved there (see `save_trained`).
+    With `save_dir`, the result is saved there (see `save_trained`). With `cache`, TRL's tokenized training set is
+    taken from it (or put into it): a sweep over learning rates, epochs or PEFT methods tokenizes its data once.
     """
     sft_kwargs = OmegaConf.to_container(train_cfg, resolve=True) if isinstance(train_cfg, DictConfig) else train_cfg
     sft_kwargs = dict(sft_kwargs)
@@ -182,11 +218,21 @@ def fine_tune(
         # (peft's recipe; TRL does it only for models it loads itself).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     peft_config = build(peft_cfg) if peft_cfg is not None else None
+    dataset = to_dataset(examples, tokenizer)
+    # The tokenized set from the cache: single-process runs only (the processes of a multi-process run would race
+    # to build the same entry).
+    caching = cache is not None and cache.enabled and distributed.num_processes() == 1
+    material = preparation_key(dataset, tokenizer, args) if caching else None
+    tokenized = cache.get("datasets", material) if caching else None
+    if tokenized is not None:
+        log.info("tokenized training set from the cache: %s", tokenized)
+        dataset = load_from_disk(str(tokenized / "dataset"))
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     try:
         trainer = Trainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(examples, tokenizer),
+            train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
             step_lr_gamma=step_lr_gamma,
@@ -196,6 +242,9 @@ def fine_tune(
         if peft_config is None:
             raise
         raise ConfigError(f"peft: {type(peft_config).__name__} cannot be applied to this model: {e}") from None
+    if caching and tokenized is None:
+        prepared = trainer.train_dataset  # tokenized, masked and truncated by TRL
+        cache.build("datasets", material, lambda tmp: prepared.save_to_disk(str(tmp / "dataset")))
     trainer.train()
     history = [row for row in trainer.state.log_history if "loss" in row]
     if save_dir is not None:
