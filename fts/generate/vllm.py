@@ -7,6 +7,11 @@ full weights after full fine-tuning (a second engine). Prompts go in as token id
 template, and responses are decoded by the same tokenizer, so the text the judges see is produced exactly as with
 the `hf` engine: only the kernels differ. Between calls the engine sleeps (weights to CPU memory, KV cache freed), so
 the fine-tune that follows the baseline gets the GPU; it wakes for the next side.
+
+QLoRA: the adapter trained on the 4-bit base is served on the checkpoint as vLLM loads it (full precision unless
+`eval.vllm.quantization=bitsandbytes`), so its responses can differ from the `hf` engine's, which generates with the
+4-bit model it trained. vLLM needs a CUDA GPU; no GPU was at hand where this was written, so this module is tested
+against a CPU stand-in of vLLM 0.30.0's API (tests/fixtures/vllm_standin), not against vLLM itself.
 """
 
 import gc
