@@ -8,7 +8,6 @@ the first missing artifact. Under `accelerate launch` every process trains and o
 evaluates (`fts.distributed`).
 """
 
-import gc
 import json
 import logging
 import shutil
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
@@ -33,7 +31,7 @@ from fts.evaluate import Evaluator, evaluation_prompts
 from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
 from fts.manifest import Manifest
-from fts.models import generation_key, load, open_model
+from fts.models import generation_key, load, open_model, release_memory
 from fts.report import run_report
 from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
@@ -58,14 +56,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with Tracker.from_config(cfg.logger, cfg, out) as tracker:  # W&B (logger=wandb) is finished inside the job
             return run_cell(cfg, out, tracker)
     finally:
-        release_memory()
-
-
-def release_memory() -> None:
-    """The basic launcher runs sweep cells one after another in this process: hand the model's memory back."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        release_memory()  # the basic launcher runs sweep cells one after another in this process
 
 
 def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Batched greedy generation with transformers: left padding, KV cache, prompts sorted by length, and the token
 prefix that a batch's prompts share (the tier's system prompt and the chat template) computed once per batch."""
 
-import gc
 import logging
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from fts.models import release_memory
 from fts.models.chat import render_prompt
 from fts.records import Generation, Prompt
 
@@ -51,7 +51,7 @@ def generate(
                     raise
                 batch_size //= 2
                 log.warning("%s: out of memory; retrying with batches of %d", desc, batch_size)
-                release_cached_memory()
+                release_memory()
                 continue
             responses.update(zip(idx, responses_of_batch, strict=True))
             bar.update(len(idx))
@@ -98,12 +98,6 @@ def free_memory(device: torch.device) -> int:
         return next(int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:"))
     except (OSError, StopIteration):  # not Linux: no limit from here
         return 1 << 62
-
-
-def release_cached_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:

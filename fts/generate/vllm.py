@@ -14,18 +14,17 @@ QLoRA: the adapter trained on the 4-bit base is served on the checkpoint as vLLM
 against a CPU stand-in of vLLM 0.30.0's API (tests/fixtures/vllm_standin), not against vLLM itself.
 """
 
-import gc
 import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from fts.errors import ConfigError
+from fts.models import release_memory
 from fts.models.chat import render_prompt
 from fts.records import Generation, Prompt
 
@@ -146,9 +145,7 @@ class VllmEngine:
             return
         self.llm = self.weights = None
         self.asleep = False
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
     def sleep(self) -> None:
         """Weights to CPU memory, KV cache freed: the GPU is the trainer's until the next `generate`."""

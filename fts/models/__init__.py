@@ -7,6 +7,7 @@ model config's dtype, attention implementation, revision and chat template, and 
 nothing to load.
 """
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -48,6 +49,13 @@ def open_model(
     checkpoint, identity = resolve_checkpoint(model_cfg, cache, quantization)
     model, tokenizer = load(checkpoint, model_cfg, quantization)
     return model, tokenizer, identity, checkpoint
+
+
+def release_memory() -> None:
+    """Hand memory that dropped models and batches held back to the device (CUDA keeps freed blocks cached)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def generation_key(model_cfg: DictConfig, identity: dict[str, Any], tokenizer) -> dict[str, Any]:
