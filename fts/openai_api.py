@@ -144,17 +144,32 @@ class Endpoint:
         raise AssertionError("unreachable")
 
     def failure(self, error: openai.APIError, attempts: int, what: str) -> ApiError:
-        status = getattr(error, "status_code", None)
-        hints = {
-            401: f"check the key in {self.api_key_env}",
-            403: f"check that the key in {self.api_key_env} may do this",
-            404: f"check {self.key}.path and {self.key}.base_url",
-        }
-        hint = hints.get(
-            status,
-            f"the endpoint refused the request or is unreachable: fix the cause above, or retry later (raise "
-            f"{self.key}.max_retries / {self.key}.request_timeout_s for a flaky endpoint)",
-        )
-        detail = redact(str(error), api_key(self.api_key_env, self.base_url))
-        kind = f"{type(error).__name__}{f', HTTP {status}' if status else ''}"
-        return ApiError(f"{self.key}: {what} failed after {attempts} attempt(s) ({kind}: {detail}). {hint}.")
+        secret = api_key(self.api_key_env, self.base_url)
+        return ApiError(failure_text(self.key, what, error, attempts, self.api_key_env, secret, "path", "do this"))
+
+
+def failure_text(
+    key: str,
+    what: str,
+    error: openai.APIError,
+    attempts: int,
+    api_key_env: str,
+    secret: str | None,
+    model_field: str,
+    may: str,
+) -> str:
+    """What a request that failed for good says: the config key, the error (the key redacted) and what to check.
+    `model_field` is the config field naming the model (`<key>.<model_field>`); `may` what the key must allow."""
+    status = getattr(error, "status_code", None)
+    hints = {
+        401: f"check the key in {api_key_env}",
+        403: f"check that the key in {api_key_env} may {may}",
+        404: f"check {key}.{model_field} and {key}.base_url",
+    }
+    hint = hints.get(
+        status,
+        f"the endpoint refused the request or is unreachable: fix the cause above, or retry later (raise "
+        f"{key}.max_retries / {key}.request_timeout_s for a flaky endpoint)",
+    )
+    kind = f"{type(error).__name__}{f', HTTP {status}' if status else ''}"
+    return f"{key}: {what} failed after {attempts} attempt(s) ({kind}: {redact(str(error), secret)}). {hint}."

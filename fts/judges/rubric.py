@@ -209,20 +209,8 @@ class RubricJudge:
         raise AssertionError("unreachable")
 
     def failure(self, error: openai.APIError, attempts: int) -> JudgeError:
-        key = self.config_key()
-        status = getattr(error, "status_code", None)
-        hints = {
-            401: f"check the key in {self.api_key_env}",
-            403: f"check that the key in {self.api_key_env} may use {self.model}",
-            404: f"check {key}.model and {key}.base_url",
-        }
-        hint = hints.get(
-            status,
-            f"the endpoint is unreachable or overloaded: retry later, or raise {key}.max_retries "
-            f"/ {key}.request_timeout_s",
+        may = f"use {self.model}"
+        text = openai_api.failure_text(
+            self.config_key(), "request", error, attempts, self.api_key_env, self.api_key(), "model", may
         )
-        detail = openai_api.redact(str(error), self.api_key())
-        return JudgeError(
-            f"{key}: request failed after {attempts} attempt(s) ({type(error).__name__}"
-            f"{f', HTTP {status}' if status else ''}: {detail}). {hint}. Verdicts so far are cached; a rerun resumes."
-        )
+        return JudgeError(f"{text} Verdicts so far are cached; a rerun resumes.")
