@@ -205,6 +205,12 @@ def fine_tune(
         sft_kwargs["bf16"] = bf16_fast()
         log.info("train.bf16=auto: bf16 mixed precision %s", "on" if sft_kwargs["bf16"] else "off (no native bf16)")
     sft_kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
+        if old in sft_kwargs:  # transformers 5.2x's names for fts's (and TRL's) keys: same setting, no warning
+            sft_kwargs.setdefault(new, sft_kwargs.pop(old))
     args = SFTConfig(
         output_dir=str(output_dir),
         seed=seed,
