@@ -40,9 +40,10 @@ def eval_prompts(cfg, n: int) -> list[dict]:
 
 
 def stop_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    """The ids that end a response: the generation config's eos and the tokenizer's (as both engines stop)."""
+    from fts.generate.vllm import stop_ids as engine_stop_ids
+
+    return set(engine_stop_ids(tokenizer, model.generation_config))
 
 
 def trim(ids: list[int], stop: set[int]) -> list[int]:
@@ -105,10 +106,9 @@ def vllm_engine(cfg, checkpoint: str, prompt_ids: list[list[int]], stop: set[int
     timed."""
     from vllm import SamplingParams
 
-    from fts.generate.vllm import Served, VllmEngine
+    from fts.generate.vllm import Served, VllmEngine, engine_options
 
-    options = {k: v for k, v in cfg.eval.vllm.items() if v is not None}
-    llm = VllmEngine(options, lora_rank=None, seed=0).open(Served(checkpoint))
+    llm = VllmEngine(engine_options(cfg.eval.vllm), lora_rank=None, seed=0).open(Served(checkpoint))
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=sorted(stop), detokenize=False)
     llm.generate([{"prompt_token_ids": prompt_ids[0]}], params, use_tqdm=False)
     started = time.perf_counter()

@@ -94,8 +94,12 @@ def engine_for(cfg: DictConfig) -> "VllmEngine | None":
     if cfg.eval.get("engine") != "vllm":
         return None
     rank = cfg.peft.config.r if SERVABLE[cfg.peft.method] == "adapter" else None
-    options = {k: v for k, v in OmegaConf.to_container(cfg.eval.vllm, resolve=True).items() if v is not None}
-    return VllmEngine(options, rank, cfg.seed)
+    return VllmEngine(engine_options(cfg.eval.vllm), rank, cfg.seed)
+
+
+def engine_options(vllm_cfg: DictConfig) -> dict[str, Any]:
+    """`eval.vllm` as `vllm.LLM` keyword arguments; null values are left to vLLM's defaults."""
+    return {k: v for k, v in OmegaConf.to_container(vllm_cfg, resolve=True).items() if v is not None}
 
 
 class VllmEngine:
