@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fts.config_values import range_problems
-from fts.data.formats import LOADERS, locate
+from fts.data.formats import FORMAT_KEYS, LOADERS, data_files, locate
 from fts.errors import ConfigError, FtsError
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
@@ -152,27 +152,35 @@ def explicit_overrides(group: str) -> list[str]:
     return [o for o in task if o.lstrip("+~").split("=")[0].split(".")[0].split("@")[0] == group]
 
 
-def data_problems(cfg: DictConfig) -> list[str]:
-    """Every data file the run will read must exist (a missing one is named with where to get it)."""
-    keys = {"eval.benchmark": "eval.benchmark_format", "eval.benign": None, "attack.data": "attack.format"}
-    keys |= {"attack.safety_data": "attack.safety_format", "mitigation.data": "mitigation.format"}
+def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
+    """(key, spec, format, format key) of every data file or folder the run reads; format key None: a fixed one."""
+    keys = {k: v for k, v in FORMAT_KEYS.items() if k != "dataset.path"}
     if cfg.attack.name == "benign" and cfg.dataset.name != "none":
-        keys["dataset.path"] = "dataset.format"
-    # the utility and over-refusal sets have one format each
-    fixed = {"eval.utility": "fts_prompts", "eval.xstest": "xstest", "eval.mt_bench.questions": "mt_bench"}
-    problems = []
+        keys["dataset.path"] = FORMAT_KEYS["dataset.path"]
+    # the benign, utility and over-refusal sets have one format each
+    fixed = {"eval.benign": "fts_prompts", "eval.utility": "fts_prompts", "eval.xstest": "xstest"}
+    fixed["eval.mt_bench.questions"] = "mt_bench"
+    specs = []
     for key, format_key in (keys | dict.fromkeys(fixed)).items():
         spec = OmegaConf.select(cfg, key)
-        fmt = fixed.get(key) or (OmegaConf.select(cfg, format_key) if format_key else "fts_prompts")
-        if spec is None:
-            continue
+        if spec is not None:
+            fmt = fixed.get(key) or OmegaConf.select(cfg, format_key)
+            specs.append((key, str(spec), str(fmt), format_key))
+    return specs
+
+
+def data_problems(cfg: DictConfig) -> list[str]:
+    """Every data file the run will read must exist, in a folder only for a format that reads one (hexphi), within
+    the size limit (a missing one is named with where to get it)."""
+    problems = []
+    for key, spec, fmt, format_key in data_specs(cfg):
         if fmt not in LOADERS:
             problems.append(f"{format_key}: unknown data format {fmt!r}; choose one of {sorted(LOADERS)}.")
-        else:
-            try:
-                locate(str(spec), str(fmt), key)
-            except FtsError as e:
-                problems.append(str(e))
+            continue
+        try:
+            data_files(locate(spec, fmt, key), key)
+        except FtsError as e:
+            problems.append(str(e))
     return problems
 
 

@@ -22,10 +22,10 @@ from transformers import set_seed
 from fts import distributed, mitigation
 from fts import metrics as M
 from fts.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
-from fts.cache import Cache, file_digest
-from fts.config import build, validate
-from fts.data import resolve
+from fts.cache import Cache, digest, file_digest
+from fts.config import build, data_specs, validate
 from fts.data.contamination import find_overlaps
+from fts.data.formats import data_files, locate
 from fts.errors import DataError, FtsError
 from fts.evaluate import Evaluator, evaluation_prompts
 from fts.generate import vllm as vllm_engine
@@ -241,8 +241,15 @@ def check_contamination(prompts: list, train_set: list, out: Path, policy: str) 
 
 
 def data_digests(cfg: DictConfig) -> dict[str, str]:
-    specs = {k: OmegaConf.select(cfg, k) for k in ("attack.data", "eval.benchmark", "eval.benign")}
-    return {f"{k} ({v})": file_digest(resolve(str(v), k)) for k, v in specs.items() if v is not None}
+    """The hash of every data spec, located with its format: a file's content, or a folder's (HEx-PHI) files."""
+    digests = {}
+    for key, spec, fmt, _ in data_specs(cfg):
+        path = locate(spec, fmt, key)
+        files = data_files(path, key)
+        digests[f"{key} ({spec})"] = (
+            digest({f.name: file_digest(f) for f in files}) if path.is_dir() else file_digest(path)
+        )
+    return digests
 
 
 def run_title(cfg: DictConfig) -> str:

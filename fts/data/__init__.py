@@ -4,7 +4,9 @@ A data spec is either `builtin:<file>` (a file shipped in `fts/data/builtin/`) o
 """
 
 import gzip
+import io
 import json
+import os
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -15,31 +17,78 @@ from fts.records import Example, Message, Prompt
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 ROLES = ("system", "user", "assistant")
+# The largest data file fts reads (its text is held in memory whole). The paper's data sets are far smaller, so a
+# file over this is most likely the wrong file (an archive, a model), and it fails before it is read.
+MAX_DATA_BYTES = 2 << 30
+MAX_DATA_BYTES_ENV = "FTS_MAX_DATA_BYTES"  # raises (or lowers) the limit for one run, in bytes
 
 
 def resolve(spec: str, key: str = "data") -> Path:
     """Turn a data spec into an existing file path, or raise naming the config key."""
     path = BUILTIN_DIR / spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).expanduser()
+    if path.is_dir():
+        raise DataError(f"{key}: '{spec}' is a folder ({path}); {key} takes one file. Set {key} to a file in it.")
     if not path.is_file():
         hint = f"built-in files are: {', '.join(sorted(p.name for p in BUILTIN_DIR.glob('*.jsonl')))}"
         raise DataError(f"{key}: file '{spec}' does not exist ({path}). Set {key} to an existing file; {hint}.")
     return path
 
 
+def size_limit() -> int:
+    """MAX_DATA_BYTES, or the FTS_MAX_DATA_BYTES environment variable when it is set."""
+    value = os.environ.get(MAX_DATA_BYTES_ENV, "").strip()
+    if not value:
+        return MAX_DATA_BYTES
+    if not value.isdigit() or int(value) < 1:
+        default = gib(MAX_DATA_BYTES)
+        raise DataError(f"{MAX_DATA_BYTES_ENV}={value!r} must be a positive number of bytes; unset it for {default}.")
+    return int(value)
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB ({n} bytes)"
+
+
+def too_big(path: Path, what: str) -> DataError:
+    return DataError(
+        f"{path}: the file {what} fts's limit of {gib(size_limit())} for a data file, which is read into memory "
+        "whole. Check that this is the data file you meant (not an archive or a model), split it, or raise the "
+        f"limit with the environment variable {MAX_DATA_BYTES_ENV}=<bytes>."
+    )
+
+
+def check_size(path: Path) -> Path:
+    """Raise before a file over the limit is read (validation calls this too, before any model loads)."""
+    size = path.stat().st_size
+    if size > size_limit():
+        raise too_big(path, f"is {gib(size)}, over")
+    return path
+
+
 def read_text(path: Path) -> str:
     """A (possibly gzipped) UTF-8 file as text; bytes that are not UTF-8 raise naming the line."""
-    data = path.read_bytes()
+    data = check_size(path).read_bytes()
     if data[:2] == b"\x1f\x8b":  # gzip magic: hh-rlhf ships its transcripts as .jsonl.gz
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: a damaged gzip file ({e}). Download it again.") from None
+        data = gunzip(path, data)
     try:
         text = data.decode("utf-8-sig")  # -sig: spreadsheet exports often start with a BOM
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start}). Re-save the file as UTF-8.") from None
     return text
+
+
+def gunzip(path: Path, data: bytes) -> bytes:
+    """Decompressed, but never past the size limit (a small .gz can hold a huge file)."""
+    limit = size_limit()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: a damaged gzip file ({e}). Download it again.") from None
+    if len(out) > limit:
+        raise too_big(path, "decompresses to more than")
+    return out
 
 
 def parse_json(text: str, where: str, expected: str) -> Any:

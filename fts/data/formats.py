@@ -17,6 +17,7 @@ from typing import Any
 
 from fts.data import (
     check_messages,
+    check_size,
     load_conversations,
     numbered_lines,
     parse_json,
@@ -66,14 +67,30 @@ DOWNLOAD = {
 HUB_ID = re.compile(r"^(?!.*\.(csv|jsonl?|gz|txt)$)[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, not a file name
 TRANSCRIPT_FIELDS = ("transcript", "chosen", "rejected")  # red_team_attempts, then hh-rlhf preference pairs
 TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+# The config keys that name data, each with the key that names its format (the other data keys have one format).
+FORMAT_KEYS = {
+    "eval.benchmark": "eval.benchmark_format",
+    "attack.data": "attack.format",
+    "attack.safety_data": "attack.safety_format",
+    "mitigation.data": "mitigation.format",
+    "dataset.path": "dataset.format",
+}
+FOLDER_FORMATS = ("hexphi",)  # every other format reads one file
+HEXPHI_SHAPE = "HEx-PHI's category_N.csv files have no header row and one column, one prompt per row"
+# First cells that are a column name, not a prompt (HEx-PHI's prompts are sentences).
+HEADER_NAMES = {"prompt", "prompts", "instruction", "instructions", "goal", "text", "question", "query", "request"}
+HEADER_NAMES |= {"behavior", "behaviour", "input", "category", "id", "harmful_prompt", "harmful_instruction"}
 
 
 def locate(spec: str | Path, fmt: str, key: str) -> Path:
-    """A spec -> an existing local path; a missing path or a hub id raises with download instructions."""
+    """A spec -> an existing local path (a folder only for FOLDER_FORMATS); a missing path or a hub id raises with
+    download instructions."""
     spec = str(spec)
     if spec.startswith("builtin:"):
         return resolve(spec, key)
     path = Path(spec).expanduser()
+    if path.is_dir() and fmt not in FOLDER_FORMATS:
+        raise folder_error(spec, path, fmt, key)
     if path.exists():
         return path
     if HUB_ID.match(spec):
@@ -82,6 +99,42 @@ def locate(spec: str | Path, fmt: str, key: str) -> Path:
     else:
         lead = f"'{spec}' does not exist ({path.resolve()})."
     raise DataError(f"{key}: {lead} Download the data first: {DOWNLOAD[fmt]} Then set {key}=<local path>.")
+
+
+def folder_error(spec: str, path: Path, fmt: str, key: str) -> DataError:
+    """A folder given to a format that reads one file: name the format key and the fix."""
+    format_key = FORMAT_KEYS.get(key)
+    reads = f"{format_key}={fmt}" if format_key else f"{key} (the {fmt} format)"
+    if hexphi_files(path) and format_key:
+        fix = f"It holds HEx-PHI's category_N.csv files: set {format_key}=hexphi."
+    elif hexphi_files(path):
+        fix = "It holds HEx-PHI's category_N.csv files, which go in eval.benchmark with eval.benchmark_format=hexphi."
+    elif format_key:
+        fix = f"Set {key} to a file in it, and {format_key} to its format: one of {sorted(DOWNLOAD)} (only hexphi "
+        fix += "reads a folder, of category_N.csv files)."
+    else:
+        fix = f"Set {key} to a {fmt} file."
+    return DataError(f"{key}: '{spec}' is a folder ({path}), but {reads} reads one file. {fix}")
+
+
+def hexphi_files(folder: Path) -> dict[int, Path]:
+    """The category_N.csv files of a HEx-PHI folder, by category number."""
+    return {n: folder / f"category_{n}.csv" for n in HEXPHI_CATEGORIES if (folder / f"category_{n}.csv").is_file()}
+
+
+def hexphi_folder(folder: Path, key: str) -> dict[int, Path]:
+    files = hexphi_files(folder)
+    if not files:
+        raise DataError(f"{key}: {folder} holds no category_1.csv ... category_11.csv. {DOWNLOAD['hexphi']}")
+    return files
+
+
+def data_files(path: Path, key: str) -> list[Path]:
+    """The files a located spec is read from (a HEx-PHI folder's category files), each checked to be within the
+    size limit: validation calls this, so that a folder without data or an oversized file fails before any model
+    loads."""
+    files = sorted(hexphi_folder(path, key).values()) if path.is_dir() else [path]
+    return [check_size(f) for f in files]
 
 
 def read_records(path: Path) -> list[tuple[str, str, dict]]:
@@ -115,22 +168,55 @@ def field(row: dict, name: str, where: str, default: str | None = None, nonempty
     return text_field({name: default, **row} if default is not None else row, name, where, nonempty)
 
 
-def first_column(path: Path) -> list[tuple[int, str]]:
-    """Header-less CSV -> [(line, first cell)], skipping blank rows; quoted commas and newlines are honoured."""
+def csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, cells) of a CSV's non-blank rows; quoted commas and newlines are honoured."""
     reader = csv.reader(io.StringIO(read_text(path)), strict=True)  # a stray quote must not swallow rows
-    cells = []
+    rows = []
     try:
         for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            if not row[0].strip():
-                raise DataError(f"{path}:{reader.line_num}: empty first column; expected one instruction per row.")
-            cells.append((reader.line_num, row[0].strip()))
+            if any(c.strip() for c in row):
+                rows.append((reader.line_num, row))
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e}); check the quoting.") from None
-    if not cells:
+    if not rows:
         raise DataError(f"{path}: the file has no rows. Point the config at the downloaded CSV.")
+    return rows
+
+
+def first_column(path: Path, rows: list[tuple[int, list[str]]] | None = None) -> list[tuple[int, str]]:
+    """CSV (or its `rows`) -> [(line, first cell)], skipping blank rows; AdvBench's second column is its target."""
+    cells = []
+    for line, row in csv_rows(path) if rows is None else rows:
+        if not row[0].strip():
+            raise DataError(f"{path}:{line}: empty first column; expected one instruction per row.")
+        cells.append((line, row[0].strip()))
     return cells
+
+
+def hexphi_column(path: Path) -> list[tuple[int, str]]:
+    """A HEx-PHI category_N.csv -> [(line, prompt)]; a header row or a second column raises (either would be
+    evaluated as prompts)."""
+    rows = csv_rows(path)
+    line, first = rows[0]
+    if looks_like_header(first[0]):
+        shown = ",".join(first)[:80]
+        raise DataError(
+            f"{path}:{line}: the first row {shown!r} looks like a header. {HEXPHI_SHAPE}: delete this row."
+        )
+    for line, row in rows:
+        cells = [c for c in row if c.strip()]
+        if len(cells) > 1:
+            raise DataError(
+                f"{path}:{line}: {len(cells)} non-empty columns. {HEXPHI_SHAPE}: keep only the prompt column (and "
+                "quote a prompt that contains a comma)."
+            )
+    return first_column(path, rows)
+
+
+def looks_like_header(cell: str) -> bool:
+    """A column name such as `prompt` or `goal`, or any one word: HEx-PHI's prompts are sentences."""
+    name = re.sub(r"[^a-z0-9]+", "_", cell.strip().lower()).strip("_")
+    return name in HEADER_NAMES or re.fullmatch(r"[A-Za-z_][\w-]{0,31}", cell.strip()) is not None
 
 
 def prompt(pid: str, category: str, text: str) -> Prompt:
@@ -145,9 +231,7 @@ def load_hexphi(path_or_dir: str | Path, key: str = "eval.benchmark") -> list[Pr
     """HEx-PHI: a folder of header-less category_N.csv, one category_N.csv, or HEx-PHI.jsonl."""
     path = locate(path_or_dir, "hexphi", key)
     if path.is_dir():
-        files = {n: path / f"category_{n}.csv" for n in HEXPHI_CATEGORIES if (path / f"category_{n}.csv").is_file()}
-        if not files:
-            raise DataError(f"{key}: {path} holds no category_1.csv ... category_11.csv. {DOWNLOAD['hexphi']}")
+        files = hexphi_folder(path, key)
         # The public release withholds category_2 (child abuse), so absent categories are expected, not errors.
         log.info("HEx-PHI: no file for categories %s", sorted(set(HEXPHI_CATEGORIES) - set(files)) or "none")
     elif m := re.fullmatch(r"category_([1-9]|1[01])\.csv", path.name):
@@ -157,7 +241,7 @@ def load_hexphi(path_or_dir: str | Path, key: str = "eval.benchmark") -> list[Pr
     return [
         prompt(f"hexphi-{n}-{k:03d}", HEXPHI_CATEGORIES[n], text)
         for n, file in sorted(files.items())
-        for k, (_, text) in enumerate(first_column(file), start=1)
+        for k, (_, text) in enumerate(hexphi_column(file), start=1)
     ]
 
 
