@@ -5,7 +5,11 @@ import csv
 import itertools
 import json
 import math
+import os
 import random
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -266,17 +270,36 @@ def test_run_report_is_unchanged_for_one_run(sweep_dir):
     assert report.startswith("# t\n") and "| category | n | baseline | finetuned | change |" in report
 
 
-def test_analysis_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
+def read_notebook(path: Path):
+    """The notebook as nbformat reads it; any warning fails (MissingIDFieldWarning: a cell without an id)."""
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+    return notebook
+
+
+def test_analysis_notebook_runs_headless_with_the_readme_command(sweep_dir, tmp_path):
+    """README: `FTS_SWEEP_DIR=<dir> .venv/bin/jupyter execute notebooks/analysis.ipynb --output=$PWD/<dir>/analysis`."""
+    pytest.importorskip("nbclient")  # it provides `jupyter execute`
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.is_file():
+        pytest.skip(f"no {jupyter}")
+    notebook = read_notebook(REPO / "notebooks" / "analysis.ipynb")
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "saved with outputs"
-    monkeypatch.setenv("FTS_SWEEP_DIR", str(sweep_dir))  # the kernel inherits this process's environment
-    client = nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
-    )
-    client.execute()
-    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    assert "the four plots" in notebook.cells[0].source
+    env = os.environ | {
+        "FTS_SWEEP_DIR": os.path.relpath(sweep_dir, REPO),  # relative: the notebook takes it from the repo root
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),  # the kernel: this checkout
+    }
+    command = [jupyter, "execute", "notebooks/analysis.ipynb", f"--output={tmp_path}/analysis", "--timeout=300"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "MissingIDFieldWarning" not in done.stderr
+    executed = read_notebook(tmp_path / "analysis.ipynb")
+    outputs = [o for cell in executed.cells for o in cell.get("outputs", [])]
+    assert f"sweep: {sweep_dir.resolve()}" in "".join(o.get("text", "") for o in outputs)
     assert "7 runs, 6 finished" in "".join(o.get("text", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
     assert any("unfinished (no metrics.json)" in o.get("data", {}).get("text/markdown", "") for o in outputs)
