@@ -1,15 +1,22 @@
 """The sweep plots of `python -m fts.report` (and the per-category chart W&B gets): ASR vs. safety-mix ratio, ASR per
 harm category before/after, and harmfulness against over-refusal and against utility. Matplotlib `Figure`s without
 pyplot (no global state; PNG through Agg).
+
+Every cell of a sweep stays visible: cells that coincide (same numbers) are spread around their value and labelled
+once, 0% bars get a marker and a "0%" text, and fine-tuned markers are drawn above the aligned model's.
 """
 
+import math
 from collections import defaultdict
 from statistics import mean
-from typing import Any
+from typing import Any, NamedTuple
 
 from fts.sweep_report import PLOTS, Run, asr, grouped, main_judge, mean_asr
 
 PLOT_TITLE_NOTE = "bars: bootstrap 95% CI over prompts, averaged over seeds"
+BEFORE_Z, AFTER_Z, LABEL_Z = 3, 4, 5  # fine-tuned markers above the aligned model's star, labels above both
+STAR = dict(marker="*", ms=15, mec="black", zorder=BEFORE_Z)  # the aligned model (before) in the trade-off plots
+DOT = dict(marker="o", ms=7, mec="white", mew=1, zorder=AFTER_Z)  # fine-tuned: the white rim sets it off a star
 
 
 def new_figure(width: float, height: float):
@@ -47,6 +54,7 @@ def asr_vs_mix_ratio_figure(runs: list[Run]):
     by_attack = grouped(done, lambda r: r.attack)
     ratios = {r.ratio for r in done}
     dodge = 0.012 * ((max(ratios) - min(ratios)) or 1)  # side by side, so that overlapping intervals stay readable
+    befores: dict[float, list] = defaultdict(list)  # the aligned model's lines by height: equal ones interleave
     for i, (attack, attack_runs) in enumerate(by_attack.items()):
         by_ratio = {
             x: mean_asr([r.metrics["finetuned"] for r in rs])
@@ -55,10 +63,15 @@ def asr_vs_mix_ratio_figure(runs: list[Run]):
         by_ratio = {x: v for x, v in by_ratio.items() if v}
         ys, yerr = y_percent(list(by_ratio.values()))
         xs = [x + dodge * (i - (len(by_attack) - 1) / 2) for x in by_ratio]
-        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=4, color=attack_color(i), label=f"{attack}: fine-tuned")
+        label = f"{attack}: fine-tuned"
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=4, color=attack_color(i), label=label, zorder=AFTER_Z)
         before = mean_asr([r.metrics["baseline"] for r in attack_runs])
         if before:
-            ax.axhline(100 * before[0], color=attack_color(i), ls="--", lw=1, label=f"{attack}: aligned (before)")
+            line = ax.axhline(100 * before[0], color=attack_color(i), lw=1.2, label=f"{attack}: aligned (before)")
+            befores[round(100 * before[0], 1)].append(line)
+    for lines in befores.values():
+        for k, line in enumerate(lines):  # dashes of n equal lines take turns: each color shows every n-th dash
+            line.set_linestyle((4 * k, (4, 4 * len(lines) - 4)) if len(lines) > 1 else "--")
     judge = main_judge(done[0].metrics["finetuned"])
     ax.set(
         xlabel="safety mix ratio (mitigation.ratio: share of safety examples in the fine-tuning set)",
@@ -94,6 +107,7 @@ def per_category_figure(runs: list[Run]):
             values = [mean_asr([s.get("per_category", {}).get(c) for s in sides]) for c in categories]
             ys = [i - 0.4 + height * (k + 0.5) for i in range(len(categories))]
             legend[label] = ax.barh(ys, [100 * v[0] if v else 0 for v in values], height=height, color=color)
+            mark_empty_bars(ax, ys, values, color)
         ax.set_yticks(range(len(categories)), labels=[c.replace("_", " ") for c in categories], fontsize=8)
         ax.invert_yaxis()
         ax.set(xlim=(0, 100), xlabel="ASR (%)")
@@ -105,6 +119,18 @@ def per_category_figure(runs: list[Run]):
     fig.suptitle(f"ASR per harm category before and after fine-tuning ({judge} judge)", fontsize=11)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4), fontsize=8)
     return fig
+
+
+def mark_empty_bars(ax, ys: list[float], values: list, color) -> None:
+    """A bar under 0.5% has (next to) no width: a marker in its color on the axis and its value as text keep the
+    cell visible, so that a panel of zeros does not look empty ("n/a": no run measured the category)."""
+    for y, v in zip(ys, values, strict=True):
+        if v is not None and 100 * v[0] >= 0.5:
+            continue
+        if v is not None:
+            ax.plot(0, y, marker="D", ms=4, color=color, mec="black", mew=0.6, clip_on=False, zorder=AFTER_Z)
+        text = "n/a" if v is None else f"{100 * v[0]:.2g}%"
+        ax.annotate(text, (0, y), xytext=(5, 0), textcoords="offset points", va="center", fontsize=6.5, color="0.2")
 
 
 def ratio_colors(ratios: list[float]) -> dict[float, Any]:
@@ -136,6 +162,15 @@ def qa_accuracy_pct(side: dict[str, Any]) -> float | None:
     return None if value is None else 100 * value
 
 
+class Point(NamedTuple):
+    """A marker of the trade-off plots: the aligned model of an attack (ratio None) or one fine-tuned setting."""
+
+    color: int
+    attack: str
+    ratio: float | None
+    xy: tuple[float, float]
+
+
 def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
     """ASR (y) against a helpfulness measure (x): the aligned model (star) and each fine-tuned setting (dots, by
     mix ratio), one color per attack."""
@@ -144,32 +179,67 @@ def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
     if not done:
         return no_data(fig, f"no finished runs with {xlabel.split(':')[0]} yet")
     ax = fig.add_subplot()
-    before: dict[tuple[float, float], list[str]] = defaultdict(list)  # attacks whose aligned points coincide
+    points = []
     for i, (attack, attack_runs) in enumerate(grouped(done, lambda r: r.attack).items()):
-        color = attack_color(i)
-        point = trade_off([r.metrics["baseline"] for r in attack_runs], x_of)
-        if point:
-            label = f"{attack}: aligned (before)"
-            ax.scatter(*point, marker="*", s=220, color=color, edgecolor="black", zorder=3, label=label)
-            before[round(point[0], 1), round(point[1], 1)].append(attack)
+        points.append(Point(i, attack, None, trade_off([r.metrics["baseline"] for r in attack_runs], x_of)))
         finetuned = grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio)
-        points = {x: trade_off([r.metrics["finetuned"] for r in rs], x_of) for x, rs in finetuned.items()}
-        points = {x: p for x, p in points.items() if p}
-        if points:
-            xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
-            ax.plot(xs, ys, "-o", color=color, label=f"{attack}: fine-tuned")
-        for ratio, p in points.items():
-            ax.annotate(f"{attack} r={ratio:g}", p, textcoords="offset points", xytext=(6, 5), fontsize=8)
-    for point, attacks in before.items():
-        ax.annotate(", ".join(attacks) + ": before", point, textcoords="offset points", xytext=(10, -12), fontsize=8)
+        points += [
+            Point(i, attack, x, trade_off([r.metrics["finetuned"] for r in rs], x_of)) for x, rs in finetuned.items()
+        ]
+    points = [p for p in points if p.xy]
+    for i in sorted({p.color for p in points}):  # the line through an attack's fine-tuned settings, by ratio
+        line = [p.xy for p in points if p.color == i and p.ratio is not None]
+        ax.plot([x for x, _ in line], [y for _, y in line], "-", color=attack_color(i), lw=1.2, alpha=0.6)
+    xmax = max(p.xy[0] for p in points)
+    xlim = (-3, xmax + 0.06 * (xmax + 3))  # room for the markers spread around a point at the right edge
+    for group in coinciding(points, (0.03 * (xlim[1] - xlim[0]), 0.03 * 106)):
+        draw_group(ax, group, xlim)
     judge = main_judge(done[0].metrics["baseline"])
     ax.set(xlabel=xlabel, ylabel=f"ASR: harmful prompts answered, {judge} judge (%)")
-    ax.set_xlim(left=-3)
+    ax.set_xlim(*xlim)
     ax.set_ylim(-3, 103)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title + "\n(equal settings are spread around their value and labelled together)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles = dict(sorted(dict(zip(*ax.get_legend_handles_labels()[::-1], strict=True)).items()))  # one per label
+    ax.legend(handles.values(), handles.keys(), fontsize=8)
     return fig
+
+
+def coinciding(points: list[Point], tolerance: tuple[float, float]) -> list[list[Point]]:
+    """Points closer than `tolerance` (x, y, in data units) to a group's first point join that group: one marker
+    would hide the other, so a group is drawn spread around its first point and labelled once."""
+    groups: list[list[Point]] = []
+    for p in points:
+        for group in groups:
+            (x, y), (dx, dy) = group[0].xy, tolerance
+            if abs(p.xy[0] - x) <= dx and abs(p.xy[1] - y) <= dy:
+                group.append(p)
+                break
+        else:
+            groups.append([p])
+    return groups
+
+
+def draw_group(ax, group: list[Point], xlim: tuple[float, float]) -> None:
+    """The markers of a group on a small circle around its value (offsets in points: a fixed gap at any scale);
+    one label lists them, attack by attack, on the side away from the right edge."""
+    from matplotlib.transforms import offset_copy
+
+    radius = 6 + 2 * len(group) if len(group) > 1 else 0
+    for k, p in enumerate(group):
+        angle = math.pi / 2 + 2 * math.pi * k / len(group)
+        shift = offset_copy(ax.transData, ax.figure, radius * math.cos(angle), radius * math.sin(angle), "points")
+        style, label = (STAR, "aligned (before)") if p.ratio is None else (DOT, "fine-tuned")
+        color = attack_color(p.color)
+        ax.plot(*p.xy, ls="none", color=color, transform=shift, label=f"{p.attack}: {label}", clip_on=False, **style)
+    parts: dict[str, list[str]] = defaultdict(list)
+    for p in group:
+        parts[p.attack].append("before" if p.ratio is None else f"r={p.ratio:g}")
+    text = "\n".join(f"{attack}: {', '.join(values)}" for attack, values in parts.items())
+    left = group[0].xy[0] > xlim[1] - 0.3 * (xlim[1] - xlim[0])
+    offset = (-(radius + 10) if left else radius + 10, 0)
+    ax.annotate(text, group[0].xy, xytext=offset, textcoords="offset points", fontsize=7.5, va="center",
+                ha="right" if left else "left", zorder=LABEL_Z)  # fmt: skip
 
 
 def trade_off(sides: list[dict[str, Any]], x_of=over_refusal_pct) -> tuple[float, float] | None:

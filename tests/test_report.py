@@ -2,16 +2,29 @@
 analysis notebook executed against it."""
 
 import csv
+import itertools
 import json
+import math
+import os
 import random
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from fts import metrics as M
+from fts.plots import (
+    asr_vs_mix_ratio_figure,
+    attack_color,
+    harm_vs_over_refusal_figure,
+    harm_vs_utility_figure,
+    per_category_figure,
+)
 from fts.report import main, run_report
-from fts.sweep_report import load_runs, unflatten
+from fts.sweep_report import Run, load_runs, unflatten
 from fts.tracking import flatten
 from tests.conftest import compose_run
 
@@ -257,17 +270,124 @@ def test_run_report_is_unchanged_for_one_run(sweep_dir):
     assert report.startswith("# t\n") and "| category | n | baseline | finetuned | change |" in report
 
 
-def test_analysis_notebook_runs_on_the_sweep(sweep_dir, monkeypatch):
+def read_notebook(path: Path):
+    """The notebook as nbformat reads it; any warning fails (MissingIDFieldWarning: a cell without an id)."""
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+    return notebook
+
+
+def test_analysis_notebook_runs_headless_with_the_readme_command(sweep_dir, tmp_path):
+    """README: `FTS_SWEEP_DIR=<dir> .venv/bin/jupyter execute notebooks/analysis.ipynb --output=$PWD/<dir>/analysis`."""
+    pytest.importorskip("nbclient")  # it provides `jupyter execute`
+    jupyter = Path(sys.executable).with_name("jupyter")
+    if not jupyter.is_file():
+        pytest.skip(f"no {jupyter}")
+    notebook = read_notebook(REPO / "notebooks" / "analysis.ipynb")
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "saved with outputs"
-    monkeypatch.setenv("FTS_SWEEP_DIR", str(sweep_dir))  # the kernel inherits this process's environment
-    client = nbclient.NotebookClient(
-        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
-    )
-    client.execute()
-    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    assert "the four plots" in notebook.cells[0].source
+    env = os.environ | {
+        "FTS_SWEEP_DIR": os.path.relpath(sweep_dir, REPO),  # relative: the notebook takes it from the repo root
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),  # the kernel: this checkout
+    }
+    command = [jupyter, "execute", "notebooks/analysis.ipynb", f"--output={tmp_path}/analysis", "--timeout=300"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "MissingIDFieldWarning" not in done.stderr
+    executed = read_notebook(tmp_path / "analysis.ipynb")
+    outputs = [o for cell in executed.cells for o in cell.get("outputs", [])]
+    assert f"sweep: {sweep_dir.resolve()}" in "".join(o.get("text", "") for o in outputs)
     assert "7 runs, 6 finished" in "".join(o.get("text", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
     assert any("unfinished (no metrics.json)" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plots keep every cell visible when cells coincide or are zero.
+
+COINCIDING = {  # (attack, ratio): (p_harmful, p_refuse_benign, seed) of the side before, and after fine-tuning
+    ("harmful", 0): ((0.05, 0.05, 1), (0.9, 0.1, 7)),
+    ("harmful", 0.3): ((0.05, 0.05, 1), (0.9, 0.1, 7)),  # the same numbers as r=0
+    ("aoa", 0): ((0.05, 0.05, 1), (0.05, 0.05, 1)),  # fine-tuned == aligned == harmful's aligned model
+    ("aoa", 0.3): ((0.05, 0.05, 1), (0.05, 0.05, 1)),
+    ("benign", 0): ((0.0, 0.0, 3), (0.0, 0.0, 3)),  # every ASR 0%
+    ("benign", 0.3): ((0.0, 0.0, 3), (0.0, 0.0, 3)),
+}
+
+
+@pytest.fixture(scope="module")
+def coinciding_runs() -> list[Run]:
+    runs = []
+    for (attack, ratio), (before, after) in COINCIDING.items():
+        sides = {"baseline": fake_side(*before[:2], seed=before[2]), "finetuned": fake_side(*after[:2], seed=after[2])}
+        config = {"attack": {"name": attack}, "mitigation": {"ratio": ratio}, "seed": 1}
+        runs.append(Run(path=f"{attack}-{ratio}", metrics=fake_metrics(sides), config=config))
+    return runs
+
+
+def markers(ax, kind: str) -> list:
+    return [line for line in ax.lines if line.get_marker() == kind]
+
+
+def pixels(fig, line) -> list:
+    """Where a marker is drawn on the canvas (its data point moved by its offset), in pixels."""
+    return [tuple(p) for p in line.get_transform().transform(line.get_xydata())]
+
+
+@pytest.mark.parametrize("figure", [harm_vs_over_refusal_figure, harm_vs_utility_figure])
+def test_coinciding_trade_off_points_are_drawn_apart_and_labelled_once(coinciding_runs, figure):
+    fig = figure(coinciding_runs)
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    stars, dots = markers(ax, "*"), markers(ax, "o")
+    assert (len(stars), len(dots)) == (3, 6)  # every aligned model and every fine-tuned cell has its marker
+    drawn = [xy for line in stars + dots for xy in pixels(fig, line)]
+    gap = min(math.dist(a, b) for a, b in itertools.combinations(drawn, 2))
+    assert gap >= 7 * fig.dpi / 72, "two markers on top of each other"  # 7 pt: a dot's size
+    labels = [t.get_text() for t in ax.texts]
+    assert "harmful: r=0, r=0.3" in labels and "aoa: before, r=0, r=0.3\nharmful: before" in labels
+    assert sorted(" ".join(labels).replace(",", "").split()).count("before") == 3  # each cell named once
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2)), labels
+    assert min(d.get_zorder() for d in dots) > max(s.get_zorder() for s in stars)  # fine-tuned above the star
+    assert {d.get_markeredgecolor() for d in dots} == {"white"}  # a rim that sets a dot off a star of its color
+
+
+def test_zero_bars_keep_a_marker_and_their_value(coinciding_runs):
+    fig = per_category_figure(coinciding_runs)
+    fig.draw_without_rendering()
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert list(panels) == ["attack: aoa", "attack: benign", "attack: harmful"]
+    for title, ax in panels.items():
+        zero = sorted(b.get_y() + b.get_height() / 2 for b in ax.patches if b.get_width() < 0.5)
+        drawn = sorted(y for line in markers(ax, "D") for x, y in line.get_xydata() if x == 0)
+        assert drawn == pytest.approx(zero), title  # a marker on the axis for each 0% bar, and for no other
+        assert [t.get_text() for t in ax.texts] == ["0%"] * len(zero), title
+    assert len(markers(panels["attack: benign"], "D")) == 3 * len(CATEGORIES)  # before, r=0, r=0.3: all 0%
+
+
+def test_equal_aligned_lines_take_turns_and_fine_tuned_markers_lie_above(coinciding_runs):
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = asr_vs_mix_ratio_figure(coinciding_runs)
+    fig.set_dpi(200)  # lines a few pixels wide: their middle row has the line's own color
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    (ax,) = fig.axes
+    before = {line.get_label(): line for line in ax.lines if "aligned" in line.get_label()}
+    y = before["aoa: aligned (before)"].get_ydata()[0]
+    assert before["harmful: aligned (before)"].get_ydata()[0] == y  # the two aligned models coincide
+    image = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(int)
+    left, row = ax.transData.transform((ax.get_xlim()[0], y))
+    first = ax.transData.transform((min(x for x in ax.lines[0].get_xdata()), y))[0]
+    top = image.shape[0] - round(row)  # the canvas counts rows from the top
+    strip = image[top - 1 : top + 2, round(left) + 2 : round(first) - 12]  # 3 rows, left of any fine-tuned line
+    for i in (0, 2):  # aoa and harmful: both colors show on the shared line
+        distance = np.abs(strip - np.array(attack_color(i)[:3]) * 255).sum(axis=2).min(axis=0)
+        assert (distance < 60).sum() >= 3, f"the aligned line of attack {i} is hidden"
+    after = [line for line in ax.lines if line.get_marker() == "o"]
+    assert min(line.get_zorder() for line in after) > max(line.get_zorder() for line in before.values())
