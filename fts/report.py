@@ -17,6 +17,7 @@ from fts.artifacts import write_text
 from fts.errors import FtsError
 from fts.metrics import SIDE_BLOCKS
 from fts.plots import FIGURES
+from fts.reference.compare import paper_lines
 from fts.sweep_report import (
     PLOTS,
     SIDES,
@@ -124,6 +125,8 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
             lines += variant_report(metrics[f"baseline{variant}"], metrics.get(f"finetuned{variant}")) + [""]
     if "fine_tune" in metrics:  # API models: the job and its cost (a dry run: the estimate alone)
         lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
+    if metrics.get("reference"):  # the experiment named the paper's cells it reproduces
+        lines += paper_lines(metrics["reference"], metrics) + [""]
     lines.append(f"Run dir: {run_dir}")
     return "\n".join(lines) + "\n"
 

@@ -32,6 +32,7 @@ from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
 from fts.manifest import Manifest
 from fts.models import generation_key, load, open_model, release_memory
+from fts.reference.compare import run_reference
 from fts.report import run_report
 from fts.secrets import known_secrets, redact_text
 from fts.tracking import Tracker
@@ -133,6 +134,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
         result["judge_usage"] = usage
     if job is not None:
         result["fine_tune"] = job
+    result |= paper_reference(cfg)
     write_json(out / "metrics.json", result)
     tracker.log_result(result, sides)
     report = run_report(result, title=run_title(cfg), run_dir=str(out))
@@ -250,6 +252,12 @@ def data_digests(cfg: DictConfig) -> dict[str, str]:
             digest({f.name: file_digest(f) for f in files}) if path.is_dir() else file_digest(path)
         )
     return digests
+
+
+def paper_reference(cfg: DictConfig) -> dict[str, Any]:
+    """{"reference": the paper's cells this run reproduces (cfg.reference ids, fts.reference)}, or {} for none."""
+    cells = run_reference(cfg.get("reference"))
+    return {"reference": cells} if cells else {}
 
 
 def run_title(cfg: DictConfig) -> str:
