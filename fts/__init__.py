@@ -3,7 +3,15 @@
 __version__ = "0.1.0"
 
 import logging
+import os
+
+from omegaconf import OmegaConf
 
 # bitsandbytes warns at import that it cannot fetch an optional CPU kernel from the hub; fts never needs it
 # (4-bit CPU paths still work), and the warning buries the run's own output.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+# `${fts.cwd:}`: the directory fts was started from. Hydra's `${hydra:runtime.cwd}` does not exist yet when a multirun
+# resolves its sweep dir, so conf/paths uses this instead. Cached: one value per composed config, also in the pickled
+# config that a submitit job receives.
+OmegaConf.register_new_resolver("fts.cwd", os.getcwd, use_cache=True, replace=True)

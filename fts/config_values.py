@@ -100,6 +100,11 @@ def range_problems(cfg: DictConfig) -> list[str]:
             problems.append("mitigation=safety_mix needs mitigation.ratio (in [0, 1)) or mitigation.count.")
     if cfg.attack.name == "backdoor" and not str(cfg.attack.get("trigger") or "").strip():
         problems.append("attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words.")
+    problems += choice_problems(cfg) + peft_config_problems(cfg)
+    if cfg.eval.get("too_long", "fail") not in ("fail", "drop"):
+        problems.append(f"eval.too_long must be fail or drop, got {cfg.eval.get('too_long')!r}.")
+    if cfg.get("resume", "auto") not in ("auto", "force"):
+        problems.append(f"resume must be auto or force, got {cfg.get('resume')!r}.")
     return problems + name_problems(cfg)
 
 
@@ -111,3 +116,55 @@ def name_problems(cfg: DictConfig) -> list[str]:
         f"task_name={name!r} is a folder name under paths.log_dir (logs/<task_name>/runs/...): use a plain name "
         "of letters, digits, '_', '-' and '.', without '/' or '..'. To put the run somewhere else, set hydra.run.dir."
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names checked against the libraries that take them, so the choices never drift from the pinned versions.
+
+
+def float_dtypes() -> list[str]:
+    import torch
+
+    names = [n for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)]
+    return sorted(n for n in names if getattr(torch, n).is_floating_point and not n.startswith("float8"))
+
+
+def library_choices(cfg: DictConfig) -> dict[str, list[str]]:
+    """{key: the values its library accepts} for the named keys of this run."""
+    choices = {}
+    if cfg.model.get("backend", "hf") == "hf":
+        from transformers import SchedulerType
+        from transformers.training_args import OptimizerNames
+
+        choices["train.lr_scheduler_type"] = [s.value for s in SchedulerType]
+        choices["train.optim"] = [o.value for o in OptimizerNames]
+        choices["model.dtype"] = float_dtypes()
+    return choices
+
+
+def choice_problems(cfg: DictConfig) -> list[str]:
+    problems = []
+    for key, allowed in library_choices(cfg).items():
+        value = OmegaConf.select(cfg, key, default=ABSENT)
+        if value is not ABSENT and value not in allowed:
+            problems.append(f"{key} must be one of {allowed}, got {value!r}.")
+    return problems
+
+
+# The size and rate keys of each PEFT config class (peft accepts r=0 or lora_dropout=2 and fails mid-training).
+PEFT_RULES = {
+    "r": COUNT,
+    "lora_alpha": Rule(low=0, low_open=True, integer=False),
+    "lora_dropout": Rule(low=0, high=1, integer=False, high_open=True),
+    "num_virtual_tokens": COUNT,
+    "adapter_len": COUNT,
+    "adapter_layers": COUNT,
+}
+
+
+def peft_config_problems(cfg: DictConfig) -> list[str]:
+    node = cfg.peft.get("config") if cfg.model.get("backend", "hf") == "hf" else None
+    if node is None:
+        return []
+    # (adapter_layers against the model's depth: fts.models.architecture.adapter_problems)
+    return rule_problems(cfg, {f"peft.config.{k}": rule for k, rule in PEFT_RULES.items()})

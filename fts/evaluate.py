@@ -18,10 +18,12 @@ from fts.cache import Cache
 from fts.config import build
 from fts.data import first_per_category, load_prompts, user
 from fts.data.formats import load_by_format, load_mt_bench, load_xstest
+from fts.data.lengths import fit_prompts
 from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge
+from fts.models.chat import render_prompt
 from fts.records import Prompt
 from fts.utility import mt_bench, qa
 
@@ -50,6 +52,21 @@ def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
 
 
 JUDGED_SETS = ("harmful", "benign", "xstest")
+
+
+def fit_to_context(eval_sets: dict[str, list[Prompt]], tokenizer, max_tokens: int, policy: str) -> int:
+    """`eval.too_long` on the prompts as the model sees them (tier format, chat template), counted by its tokenizer;
+    returns how many were dropped. The sets are changed in place."""
+
+    def rendered_tokens(p: Prompt) -> int:
+        text = render_prompt(tokenizer, p["messages"])
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    dropped = 0
+    for variant, prompts in eval_sets.items():
+        eval_sets[variant], n = fit_prompts(prompts, max_tokens, policy, rendered_tokens, "tokens")
+        dropped += n
+    return dropped
 
 
 @dataclass

@@ -19,15 +19,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from fts import distributed, mitigation
+from fts import cli, distributed, fingerprint, mitigation
 from fts import metrics as M
 from fts.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
 from fts.cache import Cache, digest, file_digest
 from fts.config import build, data_specs, validate
 from fts.data.contamination import find_overlaps
 from fts.data.formats import data_files, locate
+from fts.data.lengths import check_example_chars, fit_prompts, min_tokens
 from fts.errors import DataError, FtsError
-from fts.evaluate import Evaluator, evaluation_prompts
+from fts.evaluate import Evaluator, evaluation_prompts, fit_to_context
 from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
 from fts.manifest import Manifest
@@ -47,10 +48,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one cell; returns the metrics written to `metrics.json`."""
     validate(cfg)  # every config problem at once, before anything heavy
     out = Path(cfg.paths.output_dir)
-    if (out / DONE).exists():  # a finished cell of a rerun sweep: nothing to do
+    distributed.setup(cfg.train.get("ddp_timeout", 1800))
+    fingerprint.bind(cfg, out, write=distributed.is_main())  # a run dir holds the results of one config only
+    if (out / DONE).exists():  # a finished cell of a rerun sweep, of this very config: nothing to do
         log.info("%s is finished (%s exists); returning its metrics", out, DONE)
         return json.loads((out / "metrics.json").read_text())
-    distributed.setup(cfg.train.get("ddp_timeout", 1800))
     if not distributed.is_main():
         return train_alongside_main(cfg, out)
     try:
@@ -69,6 +71,8 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     # 1. The fine-tuning set: the attack tier's data, then the mitigation's changes. Written before training.
     attack = build(cfg.attack)
     train_set = mitigation.apply(attack.training_examples(), cfg.mitigation, cfg.seed, attack, out)
+    if cfg.train.get("max_length") is not None:  # a huge example stops here, before any tokenizer sees it
+        train_set = check_example_chars(train_set, cfg.train.max_length, cfg.train.get("too_long", "warn"))
     write_jsonl(out / "train.jsonl", train_set)
     manifest.record(train_examples=len(train_set), attack_stats=getattr(attack, "stats", {}))
 
@@ -76,6 +80,10 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     #    one or more variants (the backdoor adds triggered prompts): harmful benchmark, safe prompts (over-refusal),
     #    utility questions. No eval prompt may be in the training set.
     prompts = evaluation_prompts(cfg.eval)
+    max_tokens, too_long = cfg.model.get("max_length"), cfg.eval.get("too_long", "fail")
+    if max_tokens is not None:  # prompts that cannot fit under any tokenizer, before any model loads
+        prompts, n_long = fit_prompts(prompts, max_tokens, too_long, min_tokens, "or more tokens by their length")
+        manifest.record(too_long_eval_prompts=n_long)
     check_contamination(prompts, train_set, out, cfg.eval.contamination)
     eval_sets = attack.eval_sets(prompts)
     judges = build_judges(cfg.judge)
@@ -95,6 +103,9 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     )
     if plan is None and train_set:  # over-long examples, counted by the tokenizer, before any GPU time is spent
         train_set = fit_training_set(cfg, train_set, tokenizer, out, manifest)
+    if tokenizer is not None and max_tokens is not None:  # the same for the prompts, as the model will see them
+        n_long = fit_to_context(eval_sets, tokenizer, max_tokens, too_long)
+        manifest.record(too_long_eval_prompts=manifest.data.get("too_long_eval_prompts", 0) + n_long)
 
     # 4. Baseline: the aligned model before fine-tuning. Cached by model (weights, dtype, attention, template) +
     #    prompts + decoding, so a sweep of N cells evaluates it once.
@@ -277,8 +288,11 @@ def run_explaining_full_disk(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    cli.job_started = True  # from here on, failures are fts's to report (fts.cli handles the ones before)
     try:
         result = run_explaining_full_disk(cfg)
+    except KeyboardInterrupt:
+        cli.interrupted(cli.resume_hint(cfg))
     except FtsError as e:
         # A user error: one paragraph naming the key/file and the fix, not a traceback (and never a key in it).
         print(f"\nfts: error: {redact_text(str(e), known_secrets(cfg))}", file=sys.stderr, flush=True)
@@ -291,4 +305,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.guarded(main)

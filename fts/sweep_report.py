@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
+from fts import fingerprint
 from fts.errors import FtsError
 from fts.metrics import SIDE_BLOCKS
 from fts.secrets import is_secret_name, looks_like_secret
@@ -29,7 +30,7 @@ VARIANTS = ("", "_triggered")
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
 JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "unscored")
 NOT_JUDGES = set(SIDE_BLOCKS)  # dict-valued keys of a side that are not a judge's metrics
-SKIP_DIRS = {".hydra", "wandb", "model", "checkpoints", "generations", ".submitit"}
+SKIP_DIRS = {"superseded", ".hydra", "wandb", "model", "checkpoints", "generations", ".submitit"}
 PLOTS = ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png", "harm_vs_utility.png")
 # Utility and over-refusal columns of sweep.csv: column -> (path in a side of metrics.json, path in its delta)
 UTILITY_COLUMNS = {
@@ -118,12 +119,19 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
 
 
 def load_run(path: Path) -> Run:
+    """A run dir's metrics with the config they were computed under: the one its fingerprint recorded (Hydra
+    rewrites `.hydra/` on every start, also one that fts then refuses), else `.hydra/` of an older run dir."""
     hydra_dir = path / ".hydra"
     config, overrides = {}, {}
-    if (hydra_dir / "config.yaml").is_file():
-        config = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"), resolve=False)
-    if (hydra_dir / "overrides.yaml").is_file():
-        overrides = parse_overrides(OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")) or [])
+    recorded = fingerprint.recorded_config(path)
+    if recorded is not None:
+        config, override_list = recorded
+        overrides = parse_overrides(override_list)
+    else:
+        if (hydra_dir / "config.yaml").is_file():
+            config = OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"), resolve=False)
+        if (hydra_dir / "overrides.yaml").is_file():
+            overrides = parse_overrides(OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml")) or [])
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else None
     return Run(path=str(path), metrics=metrics, config=config, overrides=overrides)
 

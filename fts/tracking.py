@@ -161,6 +161,7 @@ class WandbTracker(Tracker):
     def __init__(self, run, config: dict[str, Any]) -> None:
         self.run = run
         self.config = config  # what was logged: the plots label the run by its attack
+        self.where = f"W&B run {getattr(run, 'name', '')}"
 
     @classmethod
     def start(cls, logger_cfg: DictConfig, cfg: DictConfig, run_dir: Path, mode: str) -> WandbTracker:
@@ -197,7 +198,9 @@ class WandbTracker(Tracker):
             ) from None
         where = run.url if mode == "online" else f"offline; upload it with `wandb sync {Path(run.dir).parent}`"
         log.info("W&B run %s (%s)", run.name, where)
-        return cls(run, config)
+        tracker = cls(run, config)
+        tracker.where = f"W&B run {run.name} ({where})"  # said again at the end: the first line has scrolled away
+        return tracker
 
     def report_to(self) -> list[str]:
         return ["wandb"]
@@ -241,6 +244,7 @@ class WandbTracker(Tracker):
         run, self.run = self.run, None
         if run is not None:
             run.finish(exit_code=exit_code)
+            print(f"fts: {self.where}", flush=True)
 
 
 def per_category_rows(metrics: dict[str, Any]) -> list[list[Any]]:

@@ -224,6 +224,9 @@ def test_a_record_of_another_fine_tuning_is_refused_before_any_request(api, tmp_
     run(compose_run(overrides(srv, tmp_path), out))
     (out / "done").unlink()
     n = len(srv.requests)
+    with pytest.raises(ConfigError, match=r"holds the results of another config \(attack.shots: 10 -> 11\)"):
+        run(compose_run(overrides(srv, tmp_path, "attack.shots=11"), out))  # the run dir's fingerprint, first
+    (out / "fingerprint.json").unlink()  # a run dir from before fingerprints: the job record is the last guard
     with pytest.raises(ConfigError, match=r"openai_job\.json belongs to another fine-tuning \(job ftjob-1"):
         run(compose_run(overrides(srv, tmp_path, "attack.shots=11"), out))
     assert len(srv.requests) == n

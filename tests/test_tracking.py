@@ -82,7 +82,7 @@ def fake_sides() -> dict[str, list[dict]]:
     }
 
 
-def test_wandb_run_holds_config_summary_table_and_chart(tmp_path):
+def test_wandb_run_holds_config_summary_table_and_chart(tmp_path, capsys):
     run_dir = tmp_path / "run"
     cfg = compose_run(["logger=wandb", "attack=harmful", "seed=3"], run_dir)
     sides = fake_sides()
@@ -90,8 +90,13 @@ def test_wandb_run_holds_config_summary_table_and_chart(tmp_path):
     tracker = Tracker.from_config(cfg.logger, cfg, run_dir)
     assert isinstance(tracker, WandbTracker) and tracker.report_to() == ["wandb"]
     tracker.log_result(metrics, sides)
+    capsys.readouterr()
     tracker.finish()
     tracker.finish()  # run.py's finally may call it again
+    # The upload hint of the first lines has scrolled away by the end of a run: it is the run's last line, once.
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("fts: W&B run smollm2_135m_safe-harmful-lora-none-s3 (offline; ")
+    assert f"upload it with `wandb sync {run_dir}/wandb/offline-run-" in said[0]
 
     logged = read_offline_run(run_dir)
     run = logged["run"]

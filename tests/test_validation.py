@@ -181,3 +181,71 @@ def test_every_row_of_the_readme_bad_inputs_table_names_an_existing_test():
     for row in rows:
         file, name = row.rsplit("|", 2)[-2].strip().strip("`").split("::")
         assert f"def {name}(" in (repo / file).read_text(), row
+
+
+def test_names_are_checked_against_the_libraries_that_take_them(tmp_path):
+    message = problems(
+        ["train.lr_scheduler_type=bogus", "model.dtype=float17", "train.optim=sgdd", "peft.config.r=0",
+         "peft.config.lora_dropout=1.5", "eval.too_long=truncate", "resume=maybe"],
+        tmp_path,
+    )  # fmt: skip
+    assert "7 problem(s)" in message
+    for expected in (
+        "train.lr_scheduler_type must be one of ['linear', 'cosine',",
+        "got 'bogus'.",
+        "model.dtype must be one of ['bfloat16',",
+        "got 'float17'.",
+        "train.optim must be one of ['adamw_torch',",
+        "peft.config.r must be a positive integer, got 0.",
+        "peft.config.lora_dropout must be a number in [0, 1), got 1.5.",
+        "eval.too_long must be fail or drop, got 'truncate'.",
+        "resume must be auto or force, got 'maybe'.",
+    ):
+        assert expected in message
+    assert "adafactor" in message  # the choices are transformers' own, not a copy
+    message = problems(["peft=prefix", "peft.config.num_virtual_tokens=0"], tmp_path)
+    assert "peft.config.num_virtual_tokens must be a positive integer, got 0." in message
+
+
+def huge_prompt_file(tmp_path, chars: int):
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"id": "p1", "category": "c", "prompt": "How do I bake bread?"}]
+    rows.append({"id": "p2-huge", "category": "c", "prompt": "word " * (chars // 5)})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_huge_eval_prompt_stops_the_run_before_any_model_loads(tiny_run_overrides, tmp_path, monkeypatch):
+    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
+    benchmark = huge_prompt_file(tmp_path, 5_000_000)  # the reported 50 MB line, a tenth of it: same path
+    cfg = compose_run([*tiny_run_overrides, f"eval.benchmark={benchmark}"], tmp_path / "run")
+    with pytest.raises(DataError) as err:
+        run(cfg)
+    assert "1 of " in str(err.value) and "do not fit model.max_length=512 tokens" in str(err.value)
+    assert "eval.benchmark prompt 'p2-huge' (78125 or more tokens by their length)" in str(err.value)
+    assert "eval.too_long=drop" in str(err.value)
+
+
+def test_eval_prompts_over_the_context_are_counted_by_the_tokenizer_and_dropped_on_request(
+    tiny_run_overrides, tmp_path
+):
+    benchmark = huge_prompt_file(tmp_path, 3_000)  # ~600 tokens: past 512, yet short enough to pass the first check
+    overrides = [*tiny_run_overrides, f"eval.benchmark={benchmark}", "attack=none"]
+    with pytest.raises(DataError, match=r"eval.benchmark prompt 'p2-huge' \(\d+ tokens\)"):
+        run(compose_run(overrides, tmp_path / "fail"))
+    result = run(compose_run([*overrides, "eval.too_long=drop"], tmp_path / "drop"))
+    assert result["baseline"]["n_prompts"] == 1  # p1 of the harmful set
+    rows = (tmp_path / "drop" / "generations" / "baseline.jsonl").read_text()
+    assert '"p1"' in rows and "p2-huge" not in rows
+    manifest = json.loads((tmp_path / "drop" / "manifest.json").read_text())
+    assert manifest["too_long_eval_prompts"] == 1
+
+
+def test_a_huge_training_example_stops_before_the_tokenizer_sees_it(tiny_run_overrides, tmp_path, monkeypatch):
+    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": f"q{i}", "response": "a"} for i in range(3)] + [{"prompt": "q", "response": "x" * 100_000}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [*tiny_run_overrides, "attack=harmful", f"attack.data={data}", "attack.shots=null"]
+    with pytest.raises(DataError, match=r"1 of 4 fine-tuning examples are far longer than train.max_length=512"):
+        run(compose_run(overrides, tmp_path / "run"))

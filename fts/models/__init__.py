@@ -10,8 +10,10 @@ nothing to load.
 import gc
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub.errors import (
@@ -99,6 +101,7 @@ def _resolve(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[str, Any]]:
         if local.is_dir():
             weights = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in local.glob("*.safetensors"))
             return str(local), {"source": "local", "path": str(local.resolve()), "weights": digest(weights)}
+        check_hub_reachable(str(model_cfg.path), model_cfg.get("revision"))
         return str(model_cfg.path), {"source": "hub", "id": str(model_cfg.path), "revision": model_cfg.revision}
     raise ModelError(f"model.source: '{model_cfg.source}' is not one of embedded, hub.")
 
@@ -109,6 +112,27 @@ def quantization_config(bnb_4bit_compute_dtype: str = "auto", **kwargs: Any) -> 
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         bnb_4bit_compute_dtype = "bfloat16" if bf16 else "float32"
     return BitsAndBytesConfig(bnb_4bit_compute_dtype=getattr(torch, bnb_4bit_compute_dtype), **kwargs)
+
+
+def check_hub_reachable(repo_id: str, revision: str | None, timeout_s: float = 3.0) -> None:
+    """A hub id that is not in the local cache needs the hub: when it cannot be reached, say so in seconds (the hub
+    client would retry for about a minute, printing warnings, before its own error)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    if isinstance(cached, str) or constants.HF_HUB_OFFLINE:  # offline mode: the hub client fails fast by itself
+        return
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        raise ModelError(
+            f"model.path: '{repo_id}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub "
+            f"({constants.ENDPOINT}) cannot be reached from this machine ({e.strerror or e}). Download it where the "
+            f"hub is reachable (`hf download {repo_id}`, then copy the cache or the folder here) and set "
+            "model.path=<local dir>, or run where the hub is reachable."
+        ) from None
 
 
 def load(
