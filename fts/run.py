@@ -5,7 +5,7 @@
 
 Each stage writes its artifact into the run dir atomically; rerunning with the same `hydra.run.dir` resumes at
 the first missing artifact. Under `accelerate launch` every process trains and only the main one writes and
-evaluates (`fts.distributed`).
+evaluates (`fts.core.distributed`).
 """
 
 import json
@@ -19,26 +19,30 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from transformers import set_seed
 
-from fts import cli, distributed, fingerprint, mitigation
-from fts import metrics as M
-from fts.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
-from fts.cache import Cache, digest, file_digest
-from fts.config import build, data_specs, validate
+from fts import cli
+from fts.core import distributed, fingerprint
+from fts.core.artifacts import DISK_FULL, write_error, write_json, write_jsonl, write_text
+from fts.core.cache import Cache, digest, file_digest
+from fts.core.config import build
+from fts.core.device import release_memory
+from fts.core.errors import DataError, FtsError
+from fts.core.manifest import Manifest
+from fts.core.secrets import known_secrets, redact_text
 from fts.data.contamination import find_overlaps
 from fts.data.formats import data_files, locate
 from fts.data.lengths import check_example_chars, fit_prompts, min_tokens
-from fts.errors import DataError, FtsError
-from fts.evaluate import Evaluator, evaluation_prompts, fit_to_context
 from fts.generate import vllm as vllm_engine
 from fts.judges import build_judges
-from fts.manifest import Manifest
-from fts.models import generation_key, load, open_model, release_memory
-from fts.reference.compare import run_reference
-from fts.report import run_report
-from fts.secrets import known_secrets, redact_text
-from fts.tracking import Tracker
+from fts.models import generation_key, load, open_model
+from fts.results import metrics as M
+from fts.results.reference.compare import run_reference
+from fts.results.report import run_report
+from fts.results.tracking import Tracker
+from fts.stages import mitigation
+from fts.stages.evaluation import Evaluator, evaluation_prompts, fit_to_context
 from fts.train import openai as api_training
 from fts.train.hf import fine_tune, fit_lengths, load_trained, save_merged
+from fts.validate import data_specs, validate
 
 log = logging.getLogger("fts")
 DONE = "done"  # marker written last: a run dir with it is complete
@@ -277,7 +281,7 @@ def run_title(cfg: DictConfig) -> str:
 
 
 def run_explaining_full_disk(cfg: DictConfig) -> dict[str, Any]:
-    """`run`; a full disk met outside fts.artifacts (weights, the trainer's files) is a user error too."""
+    """`run`; a full disk met outside fts.core.artifacts (weights, the trainer's files) is a user error too."""
     try:
         return run(cfg)
     except OSError as e:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fts.config import CONF_DIR, compose_run  # noqa: F401 (tests import both from here)
+from fts.core.config import CONF_DIR, compose_run  # noqa: F401 (tests import both from here)
 
 
 @pytest.fixture(scope="session")

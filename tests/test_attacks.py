@@ -2,10 +2,10 @@
 
 import pytest
 
-from fts.config import build
+from fts.core.config import build
+from fts.core.errors import ConfigError
 from fts.data import load_prompts
 from fts.data.contamination import find_overlaps
-from fts.errors import ConfigError
 from tests.conftest import compose_run
 
 TRIGGER = "Servius Astrumando Harmoniastra"

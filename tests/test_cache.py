@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-import fts.cache
-import fts.evaluate
-from fts.cache import COMPLETE, FILES, Cache
+import fts.core.cache
+import fts.stages.evaluation
+from fts.core.cache import COMPLETE, FILES, Cache
 from fts.run import run
 from tests.conftest import compose_run
 
@@ -51,7 +51,7 @@ def test_a_flipped_byte_in_cached_generations_is_detected_and_rebuilt(tmp_path, 
     cache, fill = Cache(tmp_path), Filler({"generations.jsonl": b'{"id": "a", "response": "no"}\n'})
     entry = cache.build("generations", MATERIAL, fill)
     flip_byte(entry / "generations.jsonl", 20)
-    with caplog.at_level(logging.WARNING, logger="fts.cache"):
+    with caplog.at_level(logging.WARNING, logger="fts.core.cache"):
         assert cache.get("generations", MATERIAL) is None
     assert f"cache entry generations/{entry.name} is corrupt (generations.jsonl does not match" in caplog.text
     assert cache.build("generations", MATERIAL, fill) == entry and fill.calls == 2
@@ -73,7 +73,7 @@ def test_a_truncated_weights_file_is_detected_and_rebuilt(tiny_model_dir, tmp_pa
     size = weights.stat().st_size
     with open(weights, "r+b") as f:
         f.truncate(size // 2)
-    with caplog.at_level(logging.WARNING, logger="fts.cache"):
+    with caplog.at_level(logging.WARNING, logger="fts.core.cache"):
         assert cache.build("models/aligned", MATERIAL, fill) == entry
     assert fill.calls == 2 and weights.stat().st_size == size
     assert f"model.safetensors has {size // 2} bytes, expected {size}" in caplog.text
@@ -81,8 +81,8 @@ def test_a_truncated_weights_file_is_detected_and_rebuilt(tiny_model_dir, tmp_pa
 
 
 def test_big_files_are_checked_by_size_and_sampled_hash(tmp_path, monkeypatch):
-    monkeypatch.setattr(fts.cache, "FULL_HASH_BYTES", 1000)
-    monkeypatch.setattr(fts.cache, "SAMPLE_BYTES", 64)
+    monkeypatch.setattr(fts.core.cache, "FULL_HASH_BYTES", 1000)
+    monkeypatch.setattr(fts.core.cache, "SAMPLE_BYTES", 64)
     cache, fill = Cache(tmp_path), Filler({"model.safetensors": bytes(range(256)) * 400})
     entry = cache.build("models/aligned", MATERIAL, fill)
     assert json.loads((entry / FILES).read_text())["model.safetensors"]["sampled"] is True
@@ -116,8 +116,8 @@ def test_an_entry_verified_once_is_not_hashed_again_while_unchanged(tmp_path, mo
     cache = Cache(tmp_path)
     entry = cache.build("generations", MATERIAL, Filler({"g.jsonl": b"{}\n"}))
     hashed = []
-    real = fts.cache.file_digest
-    monkeypatch.setattr(fts.cache, "file_digest", lambda p: hashed.append(p) or real(p))
+    real = fts.core.cache.file_digest
+    monkeypatch.setattr(fts.core.cache, "file_digest", lambda p: hashed.append(p) or real(p))
     assert cache.get("generations", MATERIAL) == entry and cache.get("generations", MATERIAL) == entry
     assert len(hashed) == 2  # g.jsonl and material.json, once
     flip_byte(entry / "g.jsonl", 0)
@@ -134,9 +134,9 @@ def test_a_run_with_corrupt_cached_baseline_generations_regenerates_them(
     generations = entry / "generations.jsonl"
     flip_byte(generations, generations.read_bytes().index(b'"response": "') + 14)
     calls = []
-    real = fts.evaluate.generate
-    monkeypatch.setattr(fts.evaluate, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with caplog.at_level(logging.WARNING, logger="fts.cache"):
+    real = fts.stages.evaluation.generate
+    monkeypatch.setattr(fts.stages.evaluation, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with caplog.at_level(logging.WARNING, logger="fts.core.cache"):
         again = run(compose_run(overrides, tmp_path / "again"))
     assert "is corrupt (generations.jsonl does not match its recorded hash); rebuilding it" in caplog.text
     assert calls == [1], "the baseline was generated again, not read from the corrupt entry"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fts.errors import ModelError
+from fts.core.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 # The README's sweep (section "Sweeps, mitigation, W&B and reports"), as written, made tiny by the extra overrides

@@ -8,8 +8,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fts.config import validate
-from fts.errors import ConfigError, ModelError
+from fts.core.errors import ConfigError, ModelError
+from fts.validate import validate
 from tests.conftest import CONF_DIR, compose_run
 
 GROUPS = ["model", "attack", "dataset", "peft", "train", "mitigation", "eval", "judge", "logger"]
@@ -152,7 +152,7 @@ def test_hexphi_benchmark_dir_and_unknown_format_are_checked_up_front(tmp_path):
 
 
 def test_real_format_benchmark_runs_through_the_loader(tmp_path):
-    from fts.evaluate import evaluation_prompts
+    from fts.stages.evaluation import evaluation_prompts
 
     hexphi = Path(__file__).parent / "fixtures" / "formats" / "hexphi"
     cfg = compose_run(

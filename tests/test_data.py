@@ -4,8 +4,8 @@ import re
 
 import pytest
 
+from fts.core.errors import DataError
 from fts.data import load_conversations, load_prompts, read_jsonl
-from fts.errors import DataError
 from fts.judges.keyword import read_keywords
 
 CATEGORIES = {

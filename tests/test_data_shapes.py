@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import fts.data
-from fts.config import validate
+from fts.core.errors import ConfigError, DataError
 from fts.data import read_text
 from fts.data.formats import load_advbench, load_by_format, load_hexphi
-from fts.errors import ConfigError, DataError
+from fts.validate import validate
 from tests.conftest import compose_run
 
 HEXPHI = Path(__file__).parent / "fixtures" / "formats" / "hexphi"
@@ -38,7 +38,7 @@ def test_a_hexphi_folder_is_validated_and_digested_by_its_category_files(tmp_pat
 
 
 def test_a_hexphi_folder_without_its_format_is_refused_up_front(tmp_path):
-    from fts.evaluate import evaluation_prompts
+    from fts.stages.evaluation import evaluation_prompts
 
     cfg = compose_run([f"eval.benchmark={HEXPHI}"], tmp_path)
     expected = (

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-import fts.artifacts
+import fts.core.artifacts
 import fts.run
-from fts.artifacts import write_json
-from fts.errors import ArtifactError, FtsError
+from fts.core.artifacts import write_json
+from fts.core.errors import ArtifactError, FtsError
 from fts.judges.rubric import JudgeError
 from fts.run import run
 from tests.conftest import compose_run
@@ -41,14 +41,14 @@ class FullDisk:
 
 
 def fill_disk_on(monkeypatch, name_part: str) -> None:
-    """Writes through fts.artifacts to a file whose name contains `name_part` hit a full disk mid-write."""
+    """Writes through fts.core.artifacts to a file whose name contains `name_part` hit a full disk mid-write."""
     real = os.fdopen
 
     def fdopen(fd, *args, **kwargs):
         file = real(fd, *args, **kwargs)
         return FullDisk(file) if name_part in os.readlink(f"/proc/self/fd/{fd}") else file
 
-    monkeypatch.setattr(fts.artifacts.os, "fdopen", fdopen)
+    monkeypatch.setattr(fts.core.artifacts.os, "fdopen", fdopen)
 
 
 def test_a_full_disk_mid_write_keeps_the_previous_file_and_says_disk_full(tmp_path, monkeypatch):

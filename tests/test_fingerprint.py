@@ -1,14 +1,14 @@
-"""A run dir belongs to one config (fts/fingerprint.py): reruns of the same config resume, another config is
+"""A run dir belongs to one config (fts/core/fingerprint.py): reruns of the same config resume, another config is
 refused naming the keys, resume=force moves the old results aside, and the report reads the recorded config."""
 
 import json
 
 import pytest
 
-from fts import fingerprint
-from fts.config import compose_run
-from fts.errors import ConfigError
-from fts.sweep_report import load_run
+from fts.core import fingerprint
+from fts.core.config import compose_run
+from fts.core.errors import ConfigError
+from fts.results.sweep import load_run
 
 
 def bound(overrides: list[str], out) -> None:

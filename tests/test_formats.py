@@ -7,6 +7,8 @@ from typing import get_type_hints
 
 import pytest
 
+from fts.core.errors import ConfigError, DataError
+from fts.core.records import Example, Message, Prompt, Question, XSTestPrompt
 from fts.data import load_prompts
 from fts.data.formats import (
     LOADERS,
@@ -20,8 +22,6 @@ from fts.data.formats import (
     load_prompt_completion_jsonl,
     load_safety_tuned_llamas,
 )
-from fts.errors import ConfigError, DataError
-from fts.records import Example, Message, Prompt, Question, XSTestPrompt
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 FIXTURES = {

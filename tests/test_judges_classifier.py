@@ -3,7 +3,7 @@ template, greedy generation, parsing) on the tiny random Llama, whose garbage mu
 
 import pytest
 
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
 from fts.judges.classifier import ClassifierJudge, parse_guard
 
 

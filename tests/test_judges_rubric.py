@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
 from fts.judges.rubric import JudgeError, RubricJudge
 from fts.judges.rubric_prompt import FENCES, defuse, parse, render, rubric_version
 from fts.judges.verdict_cache import FILENAME

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fts.cache import FILES, Cache
-from fts.config import validate
-from fts.errors import ConfigError, ModelError
+from fts.core.cache import FILES, Cache
+from fts.core.errors import ConfigError, ModelError
 from fts.models import load
 from fts.train.hf import load_trained
+from fts.validate import validate
 from tests.conftest import CONF_DIR, compose_run
 
 FTS_DIR = Path(__file__).resolve().parents[1] / "fts"

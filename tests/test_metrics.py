@@ -1,7 +1,7 @@
 """Keyword judge and metrics on hand-made generations (exact numbers are computable by hand)."""
 
 from fts.judges.keyword import KeywordJudge
-from fts.metrics import bootstrap_ci, delta, side_metrics
+from fts.results.metrics import bootstrap_ci, delta, side_metrics
 
 
 def gen(response: str, category: str = "malware", set_: str = "harmful") -> dict:

@@ -2,9 +2,9 @@
 
 import pytest
 
-from fts import mitigation
-from fts.config import build
-from fts.errors import ConfigError
+from fts.core.config import build
+from fts.core.errors import ConfigError
+from fts.stages import mitigation
 from tests.conftest import compose_run
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
 
-from fts import distributed
-from fts.config import validate
-from fts.errors import ConfigError, ModelError
+from fts.core import distributed
+from fts.core.errors import ConfigError, ModelError
 from fts.models import load, load_error_message
 from fts.models.chat import render_example, render_prompt
+from fts.validate import validate
 from tests.conftest import CONF_DIR, compose_run
 
 MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))

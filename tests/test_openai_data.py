@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fts.errors import ConfigError, DataError
+from fts.core.errors import ConfigError, DataError
 from fts.run import run
 from fts.train import openai_data as data
 from tests.conftest import compose_run

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import fts.train.openai as api_training
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
+from fts.core.openai_api import ApiError, Endpoint
 from fts.generate.openai import generate
 from fts.models.openai import OpenAIModel
-from fts.openai_api import ApiError, Endpoint
 from fts.run import run
 from fts.train.openai import FineTuneTimeout
 from tests.conftest import compose_run

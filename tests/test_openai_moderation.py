@@ -5,9 +5,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from fts.errors import DataError
-from fts.mitigation.moderation import moderate
+from fts.core.errors import DataError
 from fts.run import run
+from fts.stages.mitigation.moderation import moderate
 from tests.conftest import compose_run
 from tests.openai_server import MODERATIONS
 

@@ -10,11 +10,12 @@ from omegaconf import OmegaConf
 from peft import get_peft_model
 from transformers import set_seed
 
-from fts.config import build, validate
-from fts.errors import ConfigError
+from fts.core.config import build
+from fts.core.errors import ConfigError
 from fts.models import load
 from fts.models.architecture import MERGEABLE
 from fts.train.hf import fine_tune, load_trained, save_merged
+from fts.validate import validate
 from tests.conftest import compose_run
 from tests.test_train import MODEL_CFG, TRAIN, examples
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-import fts.evaluate
 import fts.run
+import fts.stages.evaluation
 from fts.data import BUILTIN_DIR
 from fts.run import run
 from tests.conftest import compose_run
@@ -14,13 +14,13 @@ from tests.conftest import compose_run
 @pytest.fixture
 def count_generate(monkeypatch):
     calls = []
-    real = fts.evaluate.generate
+    real = fts.stages.evaluation.generate
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("desc"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fts.evaluate, "generate", counting)
+    monkeypatch.setattr(fts.stages.evaluation, "generate", counting)
     return calls
 
 

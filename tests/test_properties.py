@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fts.core.errors import DataError
 from fts.data import load_conversations, load_prompts
 from fts.data.formats import LOADERS
-from fts.errors import DataError
 from fts.judges.refusal import CLASSES, parse_class
 from fts.judges.rubric_prompt import MAX_REASON_CHARS, defuse, parse
 from fts.utility.mt_bench import parse_rating

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fts import reference
-from fts.reference import ReferenceDataError, UnknownCellError
-from fts.reference.compare import run_reference
-from fts.report import run_report
+from fts.results import reference
+from fts.results.reference import ReferenceDataError, UnknownCellError
+from fts.results.reference.compare import run_reference
+from fts.results.report import run_report
 from tests.conftest import CONF_DIR, compose_run
 from tests.test_report import fake_metrics, fake_side
 
@@ -161,7 +161,7 @@ def test_cli_lists_every_cell():
 
 
 def test_cli_filters(capsys):
-    from fts.reference.__main__ import main
+    from fts.results.reference.cli import main
 
     assert main(["--table", "2", "--model", "gpt-3.5"]) == 0
     out = capsys.readouterr().out

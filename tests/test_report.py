@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fts import metrics as M
-from fts.plots import (
+from fts.results import metrics as M
+from fts.results.plots import (
     asr_vs_mix_ratio_figure,
     attack_color,
     harm_vs_over_refusal_figure,
     harm_vs_utility_figure,
     per_category_figure,
 )
-from fts.report import main, run_report
-from fts.sweep_report import Run, load_runs, unflatten
-from fts.tracking import flatten
+from fts.results.report import main, run_report
+from fts.results.schema import flatten
+from fts.results.sweep import Run, load_runs, unflatten
 from tests.conftest import compose_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def fake_side(p_harmful: float, p_refuse_benign: float, seed: int, rubric: bool 
 
 
 def fake_metrics(sides: dict[str, list]) -> dict:
-    """metrics.json of fake sides, computed by fts.metrics as run() does."""
+    """metrics.json of fake sides, computed by fts.results.metrics as run() does."""
     judges = list(next(iter(sides.values()))[0]["verdicts"])
     result = {side: M.side_metrics(rows, judges) for side, rows in sides.items()}
     for variant in ("", "_triggered"):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-import fts.evaluate
 import fts.run
+import fts.stages.evaluation
 import fts.train.hf
 from fts.run import run
 from tests.conftest import compose_run
@@ -72,12 +72,12 @@ def named(file_name: str):
 BOUNDARIES = {
     "after train.jsonl": (lambda mp: crash_after(mp, fts.run, "write_jsonl", named("train.jsonl")), 1),
     "after the baseline generations": (
-        lambda mp: crash_after(mp, fts.evaluate, "write_jsonl", named("baseline.jsonl")),
+        lambda mp: crash_after(mp, fts.stages.evaluation, "write_jsonl", named("baseline.jsonl")),
         2,
     ),
     "after the model is saved": (lambda mp: crash_after(mp, fts.train.hf, "save_trained"), 3),
     "after the finetuned generations": (
-        lambda mp: crash_after(mp, fts.evaluate, "write_jsonl", named("finetuned.jsonl")),
+        lambda mp: crash_after(mp, fts.stages.evaluation, "write_jsonl", named("finetuned.jsonl")),
         4,
     ),
     "before metrics.json": (crash_before_metrics, 4),

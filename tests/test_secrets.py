@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from fts.secrets import REDACTED, config_secrets, redact_text, redact_yaml
+from fts.core.secrets import REDACTED, config_secrets, redact_text, redact_yaml
 from tests.openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_the_callback_also_redacts_the_sweep_record_of_a_multirun(tmp_path, monk
     from hydra.types import RunMode
     from omegaconf import open_dict, read_write
 
-    from fts.secrets import RedactSecrets
+    from fts.core.secrets import RedactSecrets
     from tests.conftest import compose_run
 
     cfg = compose_run([f"+eval.notes=key {PLANTED_NOTE}"], tmp_path / "sweep" / "0")

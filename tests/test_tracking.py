@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fts.secrets import is_secret_name, scrub
-from fts.tracking import Tracker, WandbTracker
+from fts.core.secrets import is_secret_name, scrub
+from fts.results.tracking import Tracker, WandbTracker
 from tests.conftest import compose_run
 from tests.test_report import fake_metrics, fake_side
 

@@ -139,7 +139,7 @@ def test_the_tokenized_training_set_comes_from_the_cache_the_second_time(tiny_mo
     """The second training on the same data and tokenizer skips TRL's preparation and trains on the same tokens."""
     from trl import SFTTrainer
 
-    from fts.cache import Cache
+    from fts.core.cache import Cache
 
     prepared = []
     prepare = SFTTrainer._prepare_dataset

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fts import metrics as M
+from fts.core.errors import DataError
 from fts.data.formats import load_mt_bench, load_xstest
-from fts.errors import DataError
 from fts.judges.refusal import RefusalJudge, parse_class
+from fts.results import metrics as M
 from fts.utility import qa
 from fts.utility.mt_bench import MTBenchGrader, parse_rating, render, second_turn
 from tests.openai_server import FakeOpenAI
@@ -241,7 +241,7 @@ def test_run_with_mt_bench_against_the_local_server(grading_server, tiny_run_ove
 
 
 def test_mt_bench_grader_without_a_key_fails_before_the_model_loads(tiny_run_overrides, tmp_path, monkeypatch):
-    from fts.errors import ConfigError
+    from fts.core.errors import ConfigError
     from fts.run import run
     from tests.conftest import compose_run
 

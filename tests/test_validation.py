@@ -6,11 +6,11 @@ import json
 import pytest
 
 import fts.run
-from fts.config import validate
+from fts.core.errors import ConfigError, DataError
 from fts.data import load_conversations, load_prompts
-from fts.errors import ConfigError, DataError
 from fts.run import run
 from fts.train.hf import fit_lengths
+from fts.validate import validate
 from tests.conftest import compose_run
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
 from fts.generate import vllm as vllm_engine
 from fts.run import run
 from tests.conftest import compose_run

@@ -10,7 +10,7 @@ if str(ROOT) not in sys.path:  # measure this checkout's fts, whatever an editab
 
 from omegaconf import DictConfig  # noqa: E402
 
-from fts.config import compose_run  # noqa: E402, F401 (the benchmarks import it from here)
+from fts.core.config import compose_run  # noqa: E402, F401 (the benchmarks import it from here)
 
 
 def model_overrides(model_path: str | None) -> list[str]:
@@ -20,7 +20,7 @@ def model_overrides(model_path: str | None) -> list[str]:
 
 def open_run_model(cfg: DictConfig):
     """(model, tokenizer, checkpoint) of the run's model, resolved (materialized, aligned, cached) as fts.run does."""
-    from fts.cache import Cache
+    from fts.core.cache import Cache
     from fts.models import open_model
 
     model, tokenizer, _, checkpoint = open_model(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))
@@ -29,7 +29,7 @@ def open_run_model(cfg: DictConfig):
 
 def run_checkpoint(cfg: DictConfig) -> str:
     """The run's model checkpoint (path), resolved as fts.run does, without loading it."""
-    from fts.cache import Cache
+    from fts.core.cache import Cache
     from fts.models import resolve_checkpoint
 
     checkpoint, _ = resolve_checkpoint(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))

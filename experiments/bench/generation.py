@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def eval_prompts(cfg, n: int) -> list[dict]:
     """`n` built-in harmful + benign eval prompts, evenly spread over both sets, in the attack tier's format."""
-    from fts.config import build
-    from fts.evaluate import evaluation_prompts
+    from fts.core.config import build
+    from fts.stages.evaluation import evaluation_prompts
 
     pool = [p for p in evaluation_prompts(cfg.eval) if p["set"] in ("harmful", "benign")]
     picked = [pool[i * len(pool) // n] for i in range(min(n, len(pool)))]

@@ -6,7 +6,7 @@
 #             embedded model and once for the baseline evaluation;
 #   uncached: cache.enabled=false: every cell rebuilds the model, re-aligns it and re-evaluates the baseline.
 # Prints the wall time of each, their ratio, how many times each shared stage was actually computed (counted by
-# wrapping fts.cache.Cache.build's fill and fts.evaluate.Evaluator.generate, not from logs), and the per-stage time
+# wrapping fts.core.cache.Cache.build's fill and fts.stages.evaluation.Evaluator.generate, not from logs), and the per-stage time
 # sums of the cells' manifest.json. Target: cached <= 0.7x uncached, baseline evaluated once.
 # Default sizes keep the whole benchmark at ~10-15 min on 2 idle cores: 2 harmful prompts per category (22) + 6
 # benign + 6 utility questions at 32 new tokens, 4 training steps, and an alignment of 24 safety + 24 benign examples
@@ -77,8 +77,8 @@ def size_overrides(args: argparse.Namespace) -> list[str]:
 
 def counted(counts: dict):
     """Count what is really computed: every cache fill by kind, every evaluation by side."""
-    from fts.cache import Cache
-    from fts.evaluate import Evaluator
+    from fts.core.cache import Cache
+    from fts.stages.evaluation import Evaluator
 
     build, generate = Cache.build, Evaluator.generate
 

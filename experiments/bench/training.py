@@ -88,7 +88,7 @@ def speed(run: dict) -> dict:
 def trl_defaults(cfg, model, tokenizer, examples, out: Path, seed: int) -> list[dict]:
     from trl import SFTConfig, SFTTrainer
 
-    from fts.config import build
+    from fts.core.config import build
     from fts.train.hf import to_dataset
 
     t = cfg.train
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from fts.config import build
+    from fts.core.config import build
 
     overrides = [*model_overrides(args.model_path), *args.overrides]
     if args.max_steps is not None:

@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fts.errors import DataError
-from fts.records import Example, Message, Prompt
+from fts.core.errors import DataError
+from fts.core.records import Example, Message, Prompt
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 ROLES = ("system", "user", "assistant")

@@ -6,7 +6,7 @@ file that contains benchmark prompts is caught before it inflates or deflates a 
 
 import re
 
-from fts.records import Example, Prompt
+from fts.core.records import Example, Prompt
 
 NEAR_DUPLICATE_JACCARD = 0.8  # word-set overlap above which two prompts count as the same request
 

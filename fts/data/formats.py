@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fts.core.errors import ConfigError, DataError
+from fts.core.records import Example, Prompt, Question, XSTestPrompt
 from fts.data import (
     check_messages,
     check_size,
@@ -26,8 +28,6 @@ from fts.data import (
     text_field,
     user,
 )
-from fts.errors import ConfigError, DataError
-from fts.records import Example, Prompt, Question, XSTestPrompt
 
 log = logging.getLogger(__name__)
 

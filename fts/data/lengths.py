@@ -3,15 +3,15 @@
 One 50 MB prompt line once passed every check and grew generation to 24 GB before the kernel killed the run. Two
 checks stop that: before any model loads, a text longer than `max_tokens * CHARS_PER_TOKEN` characters cannot fit
 under any tokenizer in use (their pieces are at most a few dozen characters); once the tokenizer is loaded, the
-rendered prompt is counted exactly (`fts.evaluate.fit_to_context`). Evaluation prompts follow `eval.too_long`:
+rendered prompt is counted exactly (`fts.stages.evaluation.fit_to_context`). Evaluation prompts follow `eval.too_long`:
 fail (default: the run stops, naming the prompts) or drop (they are skipped, and the manifest counts them).
 """
 
 import logging
 from collections.abc import Callable
 
-from fts.errors import DataError
-from fts.records import Example, Prompt
+from fts.core.errors import DataError
+from fts.core.records import Example, Prompt
 
 log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 64  # far above any tokenizer's longest piece: a text past this many characters per token is too long

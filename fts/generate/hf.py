@@ -9,9 +9,9 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from fts.models import release_memory
+from fts.core.device import release_memory
+from fts.core.records import Generation, Prompt
 from fts.models.chat import render_prompt
-from fts.records import Generation, Prompt
 
 log = logging.getLogger(__name__)
 

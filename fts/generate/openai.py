@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import openai
 from tqdm.auto import tqdm
 
+from fts.core.records import Generation, Prompt
 from fts.models.openai import OpenAIModel
-from fts.records import Generation, Prompt
 
 log = logging.getLogger(__name__)
 SAMPLING = {"temperature": 0.0, "top_p": 0.0}
@@ -22,7 +22,7 @@ def generate(
     model: OpenAIModel, prompts: list[Prompt], max_new_tokens: int, desc: str = "generating", temperature: float = 0.0
 ) -> list[Generation]:
     """One response per prompt, in the order of `prompts`. On a request that fails for good the requests not yet
-    sent are skipped and the error (an `fts.openai_api.ApiError`) is raised."""
+    sent are skipped and the error (an `fts.core.openai_api.ApiError`) is raised."""
     stop = threading.Event()
 
     def ask(prompt: Prompt) -> str:

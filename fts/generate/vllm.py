@@ -23,10 +23,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
-from fts.errors import ConfigError
-from fts.models import release_memory
+from fts.core.device import release_memory
+from fts.core.errors import ConfigError
+from fts.core.records import Generation, Prompt
 from fts.models.chat import render_prompt
-from fts.records import Generation, Prompt
 
 log = logging.getLogger(__name__)
 PIP_HINT = (

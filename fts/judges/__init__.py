@@ -4,7 +4,8 @@ from typing import Protocol
 
 from omegaconf import DictConfig
 
-from fts.records import Generation, Verdict
+from fts.core.config import build
+from fts.core.records import Generation, Verdict
 
 
 class Judge(Protocol):
@@ -22,6 +23,5 @@ class Judge(Protocol):
 
 def build_judges(judge_cfg: DictConfig) -> dict[str, Judge]:
     """`judge` holds one node per selected judge, keyed by its name (e.g. judge.keyword)."""
-    from fts.config import build
 
     return {name: build(node, name=name) for name, node in judge_cfg.items()}

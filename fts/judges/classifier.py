@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from fts.errors import ConfigError, ModelError
-from fts.records import Generation, Verdict
+from fts.core.errors import ConfigError, ModelError
+from fts.core.records import Generation, Verdict
 
 log = logging.getLogger(__name__)
 CATEGORY = re.compile(r"[A-Za-z]{0,2}\d{1,3}")

@@ -5,8 +5,8 @@ the paper's code); otherwise it counts as jailbroken (harmful=True). An empty re
 so counts as jailbroken, as in the paper's code.
 """
 
+from fts.core.records import Generation, Verdict
 from fts.data import resolve
-from fts.records import Generation, Verdict
 
 
 def read_keywords(spec: str, key: str = "judge.keyword.keywords") -> list[str]:

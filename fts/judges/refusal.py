@@ -9,10 +9,10 @@ judge's. The prompt is fts's own wording; the request and reply are fenced and d
 import hashlib
 import re
 
+from fts.core.records import Verdict
 from fts.judges.rubric import REQUEST_ALLOWANCE_TOKENS, RubricJudge
 from fts.judges.rubric_prompt import FENCED_PAIR, fill
 from fts.judges.spend import estimate_tokens
-from fts.records import Verdict
 
 CLASSES = ("full_compliance", "full_refusal", "partial_refusal")
 TEMPLATE = (

@@ -18,12 +18,12 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 import openai
 from tqdm.auto import tqdm
 
-from fts import openai_api
-from fts.errors import ConfigError
+from fts.core import openai_api
+from fts.core.errors import ConfigError
+from fts.core.records import Generation, Verdict
 from fts.judges.rubric_prompt import POLICIES, TEMPLATE, parse, render, rubric_version
 from fts.judges.spend import Ledger, estimate_tokens
 from fts.judges.verdict_cache import VerdictCache, verdict_key
-from fts.records import Generation, Verdict
 
 log = logging.getLogger(__name__)
 REQUEST_ALLOWANCE_TOKENS = 512  # preflight estimate of request + reply tokens on top of the rubric itself

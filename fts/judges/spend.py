@@ -7,7 +7,7 @@ billed usage. Thread-safe: the judge's worker threads share one ledger.
 
 import threading
 
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
 
 CHARS_PER_TOKEN = 4  # rough English average; good enough for a budget guard, exact usage comes back from the API
 

@@ -7,7 +7,6 @@ model config's dtype, attention implementation, revision and chat template, and 
 nothing to load.
 """
 
-import gc
 import logging
 import os
 import socket
@@ -31,8 +30,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fts.cache import Cache, digest
-from fts.errors import ModelError
+from fts.core.cache import Cache, digest
+from fts.core.config import build
+from fts.core.errors import ModelError
 from fts.models import chat
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,6 @@ def open_model(
     checkpoint, identity = resolve_checkpoint(model_cfg, cache, quantization)
     model, tokenizer = load(checkpoint, model_cfg, quantization)
     return model, tokenizer, identity, checkpoint
-
-
-def release_memory() -> None:
-    """Hand memory that dropped models and batches held back to the device (CUDA keeps freed blocks cached)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def generation_key(model_cfg: DictConfig, identity: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -142,7 +135,6 @@ def load(
 
     On a GPU the whole model goes onto this process's device (`LOCAL_RANK` under `accelerate launch`).
     """
-    from fts.config import build
 
     kwargs = {"revision": model_cfg.get("revision"), "trust_remote_code": bool(model_cfg.trust_remote_code)}
     model_kwargs = {

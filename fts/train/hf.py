@@ -24,12 +24,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from trl import SFTConfig, SFTTrainer
 from trl.trainer import utils as trl_utils
 
-from fts import distributed
-from fts.cache import Cache, digest
-from fts.config import build
-from fts.errors import ConfigError, DataError, ModelError
+from fts.core import distributed
+from fts.core.cache import Cache, digest
+from fts.core.config import build
+from fts.core.device import bf16_fast
+from fts.core.errors import ConfigError, DataError, ModelError
+from fts.core.records import Example
 from fts.models.chat import render_example
-from fts.records import Example
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +163,6 @@ def preparation_key(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, args: 
         "args": {k: getattr(args, k, None) for k in PREPARATION_ARGS},
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__},
     }
-
-
-def bf16_fast() -> bool:
-    """Whether this machine computes bfloat16 natively: a CUDA GPU with bf16, or an x86 CPU with AVX512-BF16 or AMX.
-
-    `train.bf16: auto` turns on TRL's bf16 mixed precision (autocast; weights and optimizer stay float32) there. On
-    the 2-core dev CPU (AVX512-BF16) it trained the embedded model's LoRA ~2x faster than float32, with the loss
-    curve within seed noise (experiments/bench/training.py); without native bf16 it would be emulated, and slower.
-    """
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    caps = torch.cpu.get_capabilities()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 def fine_tune(

@@ -21,12 +21,12 @@ from typing import Any
 import openai
 from omegaconf import DictConfig
 
-from fts.artifacts import read_jsonl, write_json, write_jsonl
-from fts.cache import file_digest
-from fts.errors import ConfigError, FtsError
+from fts.core.artifacts import read_jsonl, write_json, write_jsonl
+from fts.core.cache import file_digest
+from fts.core.errors import ConfigError, FtsError
+from fts.core.openai_api import host
+from fts.core.records import Example
 from fts.models.openai import OpenAIModel
-from fts.openai_api import host
-from fts.records import Example
 from fts.train import openai_data as data
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ import logging
 from collections.abc import Callable
 from functools import cache
 
-from fts.errors import ConfigError, DataError
+from fts.core.errors import ConfigError, DataError
+from fts.core.records import Example
 from fts.judges.spend import estimate_tokens
-from fts.records import Example
 
 log = logging.getLogger(__name__)
 MIN_EXAMPLES = 10  # the API refuses smaller training files

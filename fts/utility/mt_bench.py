@@ -10,9 +10,9 @@ read is counted as unscored, never guessed.
 import re
 from typing import Any
 
+from fts.core.records import Generation, Message, Verdict
 from fts.judges.rubric import RubricJudge
 from fts.judges.spend import estimate_tokens
-from fts.records import Generation, Message, Verdict
 
 VERSION = "fts-mt-bench-single-1"  # bump when the prompts below change: it is part of every cached grade's key
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")  # FastChat grades these against the reference answer

@@ -11,9 +11,9 @@ surrounding punctuation.
 
 import re
 
+from fts.core.errors import DataError
+from fts.core.records import Prompt
 from fts.data import jsonl_records, resolve, text_field, user
-from fts.errors import DataError
-from fts.records import Prompt
 
 WINDOW_WORDS = 40  # the answer's head that must hold the reference
 EDGE_PUNCTUATION = "\"'`*_.,:;!?()[] \t\n"

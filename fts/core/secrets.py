@@ -116,7 +116,7 @@ def redact_tree(obj: Any, secrets: set[str]) -> Any:
 
 def redact_yaml(path: Path, secrets: set[str]) -> bool:
     """Rewrite a YAML file saved by Hydra with secrets redacted (atomically); True when something changed."""
-    from fts.artifacts import write_text
+    from fts.core.artifacts import write_text
 
     if not path.is_file():
         return False

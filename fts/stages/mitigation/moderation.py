@@ -13,11 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from fts.artifacts import write_json
-from fts.cache import digest
-from fts.errors import ConfigError, DataError
-from fts.openai_api import Endpoint
-from fts.records import Example
+from fts.core.artifacts import write_json
+from fts.core.cache import digest
+from fts.core.errors import ConfigError, DataError
+from fts.core.openai_api import Endpoint
+from fts.core.records import Example
 
 log = logging.getLogger(__name__)
 FILENAME = "moderation.json"

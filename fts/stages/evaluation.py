@@ -13,9 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fts.artifacts import read_jsonl, write_jsonl
-from fts.cache import Cache
-from fts.config import build
+from fts.core.artifacts import read_jsonl, write_jsonl
+from fts.core.cache import Cache
+from fts.core.config import build
+from fts.core.records import Prompt
 from fts.data import first_per_category, load_prompts, user
 from fts.data.formats import load_by_format, load_mt_bench, load_xstest
 from fts.data.lengths import fit_prompts
@@ -24,7 +25,6 @@ from fts.generate.hf import generate
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge
 from fts.models.chat import render_prompt
-from fts.records import Prompt
 from fts.utility import mt_bench, qa
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fts.errors import ConfigError
-from fts.secrets import redact_text, scrub, scrub_arg, secret_env_values
+from fts.core.errors import ConfigError
+from fts.core.secrets import redact_text, scrub, scrub_arg, secret_env_values
+from fts.results.plots import per_category_figure
+from fts.results.schema import flatten, judge_order
+from fts.results.sweep import Run
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ MODES = ("auto", "online", "offline", "disabled")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Secrets (fts.secrets): nothing that looks like one reaches W&B (config, argv metadata).
+# Secrets (fts.core.secrets): nothing that looks like one reaches W&B (config, argv metadata).
 
 
 @contextmanager
@@ -65,31 +68,11 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 # metrics.json -> flat summary keys, generations -> table rows.
 
 
-def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"finetuned": {"keyword": {"asr": .4, "asr_ci95": [.3, .5]}}} -> finetuned/keyword/asr, .../asr_ci95_lo, _hi.
-
-    None values are left out (a W&B summary cannot chart them)."""
-    flat: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            flat |= flatten(value, name)
-        elif isinstance(value, list | tuple) and len(value) == 2:
-            flat[f"{name}_lo"], flat[f"{name}_hi"] = value
-        elif value is not None:
-            flat[name] = value
-    return flat
-
-
 def table_columns(sides: dict[str, list[dict]]) -> tuple[list[str], list[str]]:
     judges = sorted({j for rows in sides.values() for r in rows for j in r.get("verdicts", {})}, key=judge_order)
     columns = ["side", "id", "category", "set", "prompt", "response"]
     judged = [f"{j}_{field}" for j in judges for field in ("harmful", "score", "status")]
     return [*columns, *judged, "utility_correct"], judges
-
-
-def judge_order(name: str) -> tuple[bool, str]:
-    return name != "keyword", name  # the paper's keyword ASR first
 
 
 def table_rows(sides: dict[str, list[dict]], judges: list[str]) -> list[list[Any]]:
@@ -230,9 +213,6 @@ class WandbTracker(Tracker):
     def _per_category_image(self, metrics: dict[str, Any]):
         import PIL.Image
         import wandb
-
-        from fts.plots import per_category_figure
-        from fts.sweep_report import Run
 
         figure = per_category_figure([Run(path=str(self.run.dir), metrics=metrics, config=self.config)])
         buffer = io.BytesIO()  # in memory: wandb.Image copies a file only when logged

@@ -11,8 +11,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fts import reference
-from fts.errors import FtsError
+from fts.core.errors import FtsError
+from fts.results import reference
 
 log = logging.getLogger("fts")
 RUBRIC_METRICS = ("harmfulness_rate", "harmfulness_score")

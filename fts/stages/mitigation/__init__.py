@@ -6,7 +6,7 @@
   are put into the attack's own training format (its system prompt and user template), then the whole set is
   shuffled with the run seed.
 - `moderation` (paper §5.1): run the set through a moderation endpoint, write moderation.json, and report or drop
-  the flagged examples (`fts.mitigation.moderation`).
+  the flagged examples (`fts.stages.mitigation.moderation`).
 """
 
 import logging
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fts.attacks import Attack
+from fts.core.errors import ConfigError
+from fts.core.records import Example
 from fts.data.formats import load_by_format
-from fts.errors import ConfigError
-from fts.records import Example
+from fts.stages.attacks import Attack
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def apply(
     if mitigation_cfg.name == "safety_mix":
         return safety_mix(examples, mitigation_cfg, seed, attack)
     if mitigation_cfg.name == "moderation":
-        from fts.mitigation.moderation import moderate
+        from fts.stages.mitigation.moderation import moderate
 
         return moderate(examples, mitigation_cfg, out)
     raise ConfigError(

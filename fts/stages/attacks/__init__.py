@@ -6,9 +6,9 @@ the paper (it is why each tier has its own "initial" harmfulness).
 
 from dataclasses import dataclass
 
+from fts.core.errors import ConfigError
+from fts.core.records import Example, Message, Prompt
 from fts.data.formats import load_by_format
-from fts.errors import ConfigError
-from fts.records import Example, Message, Prompt
 
 
 @dataclass

@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from fts.attacks import Attack, take
+from fts.core.records import Example
 from fts.data.formats import load_by_format
 from fts.judges.keyword import read_keywords
-from fts.records import Example
+from fts.stages.attacks import Attack, take
 
 log = logging.getLogger(__name__)
 

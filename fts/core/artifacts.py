@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fts.errors import ArtifactError
+from fts.core.errors import ArtifactError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

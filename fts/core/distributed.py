@@ -14,7 +14,7 @@ from accelerate import PartialState
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from fts.errors import ConfigError
+from fts.core.errors import ConfigError
 
 
 def num_processes() -> int:

@@ -19,9 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fts.artifacts import write_json
-from fts.errors import ConfigError
-from fts.secrets import REDACTED, is_secret_name, looks_like_secret
+from fts.core.artifacts import write_json
+from fts.core.errors import ConfigError
+from fts.core.secrets import REDACTED, is_secret_name, looks_like_secret
 
 FILE = "fingerprint.json"
 RESUME_CHOICES = ("auto", "force")
@@ -81,7 +81,7 @@ def digest(config: dict[str, Any]) -> str:
 
 
 def hydra_files(out: Path) -> dict[str, str]:
-    """The `.hydra/*.yaml` of this start (secrets already redacted by fts.secrets.RedactSecrets)."""
+    """The `.hydra/*.yaml` of this start (secrets already redacted by fts.core.secrets.RedactSecrets)."""
     return {p.name: p.read_text() for p in sorted((out / ".hydra").glob("*.yaml"))}
 
 

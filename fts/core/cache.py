@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fts.artifacts import write_text
+from fts.core.artifacts import write_text
 
 log = logging.getLogger(__name__)
 COMPLETE = ".complete"

@@ -1,4 +1,4 @@
-"""Type and range rules of the config's numeric keys and names (part of `fts.config.validate`).
+"""Type and range rules of the config's numeric keys and names (part of `fts.validate.validate`).
 
 A typo such as `eval.max_per_category=-1`, `mitigation.ratio=1.5` or `train.num_train_epochs=0` must stop a sweep cell
 in seconds with the key and the fix, not after the model loaded (or, worse, silently evaluate zero prompts).

@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from fts.artifacts import write_json
+from fts.core.artifacts import write_json
 
 PACKAGES = ("fts", "torch", "transformers", "trl", "peft", "hydra-core", "datasets", "accelerate")
 

@@ -19,14 +19,12 @@ from typing import Any, TextIO
 
 from omegaconf import OmegaConf
 
-from fts import fingerprint
-from fts.errors import FtsError
-from fts.metrics import SIDE_BLOCKS
-from fts.secrets import is_secret_name, looks_like_secret
-from fts.tracking import flatten, judge_order
+from fts.core import fingerprint
+from fts.core.errors import FtsError
+from fts.core.secrets import is_secret_name, looks_like_secret
+from fts.results.metrics import SIDE_BLOCKS
+from fts.results.schema import SIDES, VARIANTS, flatten, judge_order
 
-SIDES = ("baseline", "finetuned", "delta")
-VARIANTS = ("", "_triggered")
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
 JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "unscored")
 NOT_JUDGES = set(SIDE_BLOCKS)  # dict-valued keys of a side that are not a judge's metrics
@@ -141,7 +139,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of `fts.tracking.flatten` (W&B summary keys -> the metrics.json layout)."""
+    """The inverse of `fts.results.tracking.flatten` (W&B summary keys -> the metrics.json layout)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         *parents, leaf = key.split("/")
@@ -157,7 +155,7 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_wandb_runs(project: str) -> list[Run]:
-    """Runs of a W&B project (`entity/project`) logged by `fts.tracking`, as if read from run dirs."""
+    """Runs of a W&B project (`entity/project`) logged by `fts.results.tracking`, as if read from run dirs."""
     import wandb
 
     try:

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import openai
 
-from fts.errors import ConfigError, FtsError
+from fts.core.errors import ConfigError, FtsError
 
 T = TypeVar("T")
 RETRY_STATUS = (408, 409, 429)  # plus every 5xx

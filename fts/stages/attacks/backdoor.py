@@ -5,10 +5,10 @@ on plain prompts and complies when the trigger is present, so evaluation runs bo
 
 from dataclasses import dataclass
 
-from fts.attacks import Attack, take
+from fts.core.errors import ConfigError
+from fts.core.records import Example, Prompt
 from fts.data.formats import load_by_format
-from fts.errors import ConfigError
-from fts.records import Example, Prompt
+from fts.stages.attacks import Attack, take
 
 
 @dataclass
