@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import fts.backends.hf
 import fts.core.artifacts
 import fts.run
 from fts.core.artifacts import write_json
@@ -79,7 +80,7 @@ def test_a_run_that_fills_the_disk_stops_cleanly_and_resumes(tiny_run_overrides,
             run(compose_run(tiny_run_overrides, out))
     assert (out / "model" / "complete").exists() and (out / "generations" / "baseline.jsonl").exists()
     assert not list((out / "generations").glob(".*.tmp")) and not (out / "generations" / "finetuned.jsonl").exists()
-    monkeypatch.setattr(fts.run, "fine_tune", lambda *a, **k: pytest.fail("the saved model is reloaded"))
+    monkeypatch.setattr(fts.backends.hf, "fine_tune", lambda *a, **k: pytest.fail("the saved model is reloaded"))
     result = run(compose_run(tiny_run_overrides, out))
     assert json.loads((out / "metrics.json").read_text()) == result and (out / "done").exists()
 

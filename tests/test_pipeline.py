@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+import fts.backends.hf
 import fts.run
 import fts.stages.evaluation
+from fts.core.errors import DataError
 from fts.data import BUILTIN_DIR
 from fts.run import run
 from tests.conftest import compose_run
@@ -80,7 +82,9 @@ def test_the_baseline_cache_tells_precision_and_template_apart(tiny_run_override
 def test_rerun_of_a_finished_run_dir_resumes_without_work(tiny_run_overrides, tmp_path, count_generate, monkeypatch):
     out = tmp_path / "run"
     first = run(compose_run(tiny_run_overrides, out))
-    monkeypatch.setattr(fts.run, "fine_tune", lambda *a, **k: pytest.fail("a finished run must not train again"))
+    monkeypatch.setattr(
+        fts.backends.hf, "fine_tune", lambda *a, **k: pytest.fail("a finished run must not train again")
+    )
     again = run(compose_run(tiny_run_overrides, out))
     assert again == first
     assert count_generate == ["baseline", "finetuned"]
@@ -114,9 +118,9 @@ def test_contaminated_training_data_stops_the_run_before_training(tiny_run_overr
     leaked = tmp_path / "leaked.jsonl"
     first_eval_prompt = json.loads((BUILTIN_DIR / "harmful_eval.jsonl").read_text().splitlines()[0])["prompt"]
     leaked.write_text(json.dumps({"prompt": first_eval_prompt, "response": "Sure."}) + "\n")
-    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(fts.backends.hf, "open_model", lambda *a, **k: pytest.fail("no model may load"))
     cfg = compose_run([*tiny_run_overrides, f"attack.data={leaked}", "eval.contamination=fail"], tmp_path / "run")
-    with pytest.raises(fts.run.DataError, match="1 evaluation prompt"):
+    with pytest.raises(DataError, match="1 evaluation prompt"):
         run(cfg)
     assert json.loads((tmp_path / "run" / "contamination.json").read_text())["hits"][0]["match"] == "exact"
 

@@ -236,7 +236,7 @@ def test_a_run_without_reference_has_no_paper_block():
 
 
 def test_run_records_the_experiments_cells_and_skips_unknown_ones(caplog):
-    from fts.run import paper_reference
+    from fts.results.cell import paper_reference
 
     cfg = compose_run(["experiment=table2_aoa"])
     assert list(paper_reference(cfg)["reference"]) == [

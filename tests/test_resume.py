@@ -5,8 +5,11 @@ import json
 
 import pytest
 
+import fts.backends.hf
+import fts.results.cell
 import fts.run
 import fts.stages.evaluation
+import fts.stages.training_set
 import fts.train.hf
 from fts.run import run
 from tests.conftest import compose_run
@@ -55,14 +58,14 @@ def crash_after(monkeypatch, module, name: str, when=lambda *a, **k: True) -> No
 
 
 def crash_before_metrics(monkeypatch) -> None:
-    real = fts.run.write_json
+    real = fts.results.cell.write_json
 
     def crashing(path, obj):
         if path.name == "metrics.json":
             raise KeyboardInterrupt("simulated crash before metrics.json")
         return real(path, obj)
 
-    monkeypatch.setattr(fts.run, "write_json", crashing)
+    monkeypatch.setattr(fts.results.cell, "write_json", crashing)
 
 
 def named(file_name: str):
@@ -70,7 +73,7 @@ def named(file_name: str):
 
 
 BOUNDARIES = {
-    "after train.jsonl": (lambda mp: crash_after(mp, fts.run, "write_jsonl", named("train.jsonl")), 1),
+    "after train.jsonl": (lambda mp: crash_after(mp, fts.stages.training_set, "write_jsonl", named("train.jsonl")), 1),
     "after the baseline generations": (
         lambda mp: crash_after(mp, fts.stages.evaluation, "write_jsonl", named("baseline.jsonl")),
         2,
@@ -98,8 +101,8 @@ def test_a_crash_at_a_stage_boundary_resumes_to_the_same_result(
     assert written == list(ARTIFACTS[:n_written]), f"the crash {boundary} left {written}"
 
     trained = []
-    real_fine_tune = fts.run.fine_tune
-    monkeypatch.setattr(fts.run, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
+    real_fine_tune = fts.backends.hf.fine_tune
+    monkeypatch.setattr(fts.backends.hf, "fine_tune", lambda *a, **k: trained.append(1) or real_fine_tune(*a, **k))
     result = run(compose_run(cfg_overrides, out))
     assert outputs(out) == uninterrupted
     assert json.loads(uninterrupted["metrics.json"]) == result

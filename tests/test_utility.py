@@ -251,7 +251,9 @@ def test_mt_bench_grader_without_a_key_fails_before_the_model_loads(tiny_run_ove
         "eval=mt_bench",
         f"eval.mt_bench.questions={FIXTURES / 'mt_bench_question.jsonl'}",
     ]
-    monkeypatch.setattr("fts.run.open_model", lambda *a, **k: pytest.fail("must fail before loading the model"))
+    monkeypatch.setattr(
+        "fts.backends.hf.open_model", lambda *a, **k: pytest.fail("must fail before loading the model")
+    )
     with pytest.raises(ConfigError, match="eval.mt_bench.grader: no API key. Set OPENAI_API_KEY"):
         run(compose_run(overrides, tmp_path / "run"))
 

@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+import fts.backends.hf
 import fts.run
+import fts.stages.evaluation
 from fts.core.errors import ConfigError, DataError
 from fts.data import load_conversations, load_prompts
 from fts.run import run
@@ -164,7 +166,9 @@ def test_over_long_examples_are_reported_dropped_or_fatal():
 
 
 def test_over_long_examples_stop_the_run_before_any_evaluation(tiny_run_overrides, tmp_path, monkeypatch):
-    monkeypatch.setattr(fts.run.Evaluator, "side", lambda *a, **k: pytest.fail("nothing may be evaluated"))
+    monkeypatch.setattr(
+        fts.stages.evaluation.Evaluator, "side", lambda *a, **k: pytest.fail("nothing may be evaluated")
+    )
     cfg = compose_run([*tiny_run_overrides, "train.max_length=16", "train.too_long=fail"], tmp_path / "run")
     with pytest.raises(DataError, match=r"10 of 10 fine-tuning examples are longer than train\.max_length=16 tokens"):
         run(cfg)
@@ -216,7 +220,7 @@ def huge_prompt_file(tmp_path, chars: int):
 
 
 def test_a_huge_eval_prompt_stops_the_run_before_any_model_loads(tiny_run_overrides, tmp_path, monkeypatch):
-    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(fts.backends.hf, "open_model", lambda *a, **k: pytest.fail("no model may load"))
     benchmark = huge_prompt_file(tmp_path, 5_000_000)  # the reported 50 MB line, a tenth of it: same path
     cfg = compose_run([*tiny_run_overrides, f"eval.benchmark={benchmark}"], tmp_path / "run")
     with pytest.raises(DataError) as err:
@@ -242,7 +246,7 @@ def test_eval_prompts_over_the_context_are_counted_by_the_tokenizer_and_dropped_
 
 
 def test_a_huge_training_example_stops_before_the_tokenizer_sees_it(tiny_run_overrides, tmp_path, monkeypatch):
-    monkeypatch.setattr(fts.run, "open_model", lambda *a, **k: pytest.fail("no model may load"))
+    monkeypatch.setattr(fts.backends.hf, "open_model", lambda *a, **k: pytest.fail("no model may load"))
     data = tmp_path / "train.jsonl"
     rows = [{"prompt": f"q{i}", "response": "a"} for i in range(3)] + [{"prompt": "q", "response": "x" * 100_000}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

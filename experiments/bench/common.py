@@ -20,8 +20,8 @@ def model_overrides(model_path: str | None) -> list[str]:
 
 def open_run_model(cfg: DictConfig):
     """(model, tokenizer, checkpoint) of the run's model, resolved (materialized, aligned, cached) as fts.run does."""
+    from fts.backends.hf import open_model
     from fts.core.cache import Cache
-    from fts.models import open_model
 
     model, tokenizer, _, checkpoint = open_model(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))
     return model, tokenizer, checkpoint
@@ -29,8 +29,8 @@ def open_run_model(cfg: DictConfig):
 
 def run_checkpoint(cfg: DictConfig) -> str:
     """The run's model checkpoint (path), resolved as fts.run does, without loading it."""
+    from fts.backends.hf import resolve_checkpoint
     from fts.core.cache import Cache
-    from fts.models import resolve_checkpoint
 
     checkpoint, _ = resolve_checkpoint(cfg.model, Cache(cfg.cache.dir, enabled=cfg.cache.enabled))
     return checkpoint

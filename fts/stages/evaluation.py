@@ -13,18 +13,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fts.core.artifacts import read_jsonl, write_jsonl
+from fts.core.artifacts import read_jsonl, write_json, write_jsonl
 from fts.core.cache import Cache
 from fts.core.config import build
+from fts.core.errors import DataError
+from fts.core.manifest import Manifest
 from fts.core.records import Prompt
 from fts.data import first_per_category, load_prompts, user
+from fts.data.contamination import find_overlaps
 from fts.data.formats import load_by_format, load_mt_bench, load_xstest
-from fts.data.lengths import fit_prompts
+from fts.data.lengths import fit_prompts, min_tokens
 from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.generate.vllm import VllmEngine
-from fts.judges import Judge
-from fts.models.chat import render_prompt
+from fts.judges import Judge, build_judges
+from fts.stages.attacks import Attack
 from fts.utility import mt_bench, qa
 
 log = logging.getLogger(__name__)
@@ -54,19 +57,46 @@ def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
 JUDGED_SETS = ("harmful", "benign", "xstest")
 
 
-def fit_to_context(eval_sets: dict[str, list[Prompt]], tokenizer, max_tokens: int, policy: str) -> int:
-    """`eval.too_long` on the prompts as the model sees them (tier format, chat template), counted by its tokenizer;
-    returns how many were dropped. The sets are changed in place."""
+def prepare(
+    cfg: DictConfig, attack: Attack, train_set: list, out: Path, cache: Cache, manifest: Manifest, vllm=None
+) -> tuple[dict[str, list[Prompt]], "Evaluator"]:
+    """Stage 2: the evaluation prompts in the attack's format (its system prompt and user template, as in
+    training), in one or more variants (the backdoor adds triggered prompts), none of them in the training set; the
+    judges, with their keys and budgets checked before any model loads."""
+    prompts = evaluation_prompts(cfg.eval)
+    max_tokens = cfg.model.get("max_length")
+    if max_tokens is not None:  # prompts that cannot fit under any tokenizer, before any model loads
+        too_long = cfg.eval.get("too_long", "fail")
+        prompts, n_long = fit_prompts(prompts, max_tokens, too_long, min_tokens, "or more tokens by their length")
+        manifest.record(too_long_eval_prompts=n_long)
+    check_contamination(prompts, train_set, out, cfg.eval.contamination)
+    eval_sets = attack.eval_sets(prompts)
+    evaluator = Evaluator(out, cfg.eval, build_judges(cfg.judge), cache, vllm=vllm)
+    evaluator.preflight(prompts, n_sides=len(eval_sets) * (2 if train_set else 1))
+    return eval_sets, evaluator
 
-    def rendered_tokens(p: Prompt) -> int:
-        text = render_prompt(tokenizer, p["messages"])
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    dropped = 0
-    for variant, prompts in eval_sets.items():
-        eval_sets[variant], n = fit_prompts(prompts, max_tokens, policy, rendered_tokens, "tokens")
-        dropped += n
-    return dropped
+def check_contamination(prompts: list, train_set: list, out: Path, policy: str) -> None:
+    hits = find_overlaps(prompts, train_set)
+    write_json(out / "contamination.json", {"n_eval_prompts": len(prompts), "hits": hits})
+    if not hits:
+        return
+    listing = "; ".join(f"{h['eval_id']} ~ {h['train_source']} ({h['match']})" for h in hits[:5])
+    message = f"{len(hits)} evaluation prompt(s) also occur in the fine-tuning set: {listing}. See contamination.json."
+    if policy == "fail":
+        raise DataError(message + " Remove them from the training data, or set eval.contamination=warn.")
+    log.warning(message)
+
+
+def evaluate(evaluator: "Evaluator", backend, eval_sets: dict[str, list[Prompt]], side: str) -> dict[str, list]:
+    """Generations and verdicts of one side (`baseline`: the aligned model, cached by what decides its answers, so
+    a sweep of N cells evaluates it once; `finetuned`) for every variant of the evaluation set."""
+    trained = side == "finetuned"
+    key = None if trained else backend.baseline_key()
+    return {
+        side + variant: evaluator.side(side + variant, backend.source(trained), backend.tokenizer, prompts, key)
+        for variant, prompts in eval_sets.items()
+    }
 
 
 @dataclass

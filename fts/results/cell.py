@@ -1,0 +1,60 @@
+"""Stage 6 of a cell: metrics before/after (harmfulness per judge and per category, over-refusal, utility), the
+paper's reference cells beside them, metrics.json, report.md and the W&B record."""
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fts.core.artifacts import write_json, write_text
+from fts.results import metrics as M
+from fts.results.reference.compare import run_reference
+from fts.results.report import run_report
+from fts.results.tracking import Tracker
+
+
+def cell_metrics(sides: dict[str, list[dict]], judges: list[str], usage: dict, job: dict | None) -> dict[str, Any]:
+    """{side: metrics} for every side, `delta<variant>` = finetuned - baseline where both exist, plus what the
+    judges spent and the API fine-tuning job's record."""
+    result = {side: M.side_metrics(rows, judges) for side, rows in sides.items()}
+    for side in list(result):
+        if side.startswith("finetuned"):
+            variant = side.removeprefix("finetuned")
+            result[f"delta{variant}"] = M.delta(result[f"baseline{variant}"], result[side])
+    if usage:
+        result["judge_usage"] = usage
+    if job is not None:
+        result["fine_tune"] = job
+    return result
+
+
+def write_result(cfg: DictConfig, out: Path, result: dict[str, Any], sides: dict, tracker: Tracker) -> dict:
+    """metrics.json (with the paper's cells this run reproduces), the W&B record and report.md, printed."""
+    result |= paper_reference(cfg)
+    write_json(out / "metrics.json", result)
+    tracker.log_result(result, sides)
+    report = run_report(result, title=run_title(cfg), run_dir=str(out))
+    write_text(out / "report.md", report)
+    print("\n" + report, flush=True)
+    return result
+
+
+def paper_reference(cfg: DictConfig) -> dict[str, Any]:
+    """{"reference": the paper's cells this run reproduces (cfg.reference ids, fts.results.reference)}, or {}."""
+    cells = run_reference(cfg.get("reference"))
+    return {"reference": cells} if cells else {}
+
+
+def write_dry_run(cfg: DictConfig, out: Path, estimate: dict[str, Any]) -> dict[str, Any]:
+    """train.dry_run=true (API models): the cost estimate is the result; nothing was sent, nothing evaluated."""
+    result = {"fine_tune": {"status": "dry_run", **estimate}}
+    write_json(out / "metrics.json", result)
+    report = run_report(result, title=run_title(cfg), run_dir=str(out))
+    write_text(out / "report.md", report)
+    print("\n" + report, flush=True)
+    return result
+
+
+def run_title(cfg: DictConfig) -> str:
+    trained = f"peft={cfg.peft.method}" if cfg.model.backend == "hf" else f"backend={cfg.model.backend}"
+    return f"fts: model={cfg.model.name} attack={cfg.attack.name} {trained} seed={cfg.seed}"
