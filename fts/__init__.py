@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 import logging
 import os
+import sys
 
 from omegaconf import OmegaConf
 
@@ -15,3 +16,17 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # resolves its sweep dir, so conf/paths uses this instead. Cached: one value per composed config, also in the pickled
 # config that a submitit job receives.
 OmegaConf.register_new_resolver("fts.cwd", os.getcwd, use_cache=True, replace=True)
+
+
+def _quiet_interrupt(kind, value, traceback) -> None:
+    """Ctrl-C while a `python -m fts.<command>` is still importing its libraries (several seconds on a CPU): one
+    line, not a traceback. Once the job runs, fts.cli says how to resume; Python then exits as killed by SIGINT."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("\nfts: interrupted before the run started; nothing was written.", file=sys.stderr, flush=True)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+_argv = getattr(sys, "orig_argv", [])
+if "-m" in _argv[:-1] and _argv[_argv.index("-m") + 1].startswith("fts."):  # a command line, not a library import
+    sys.excepthook = _quiet_interrupt
