@@ -7,8 +7,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +16,8 @@ import trl
 from datasets import Dataset, load_from_disk
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel, prepare_model_for_kbit_training
-from peft.tuners.adaption_prompt import AdaptionPromptModel
-from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
-from trl.trainer import utils as trl_utils
 
 from fts.core import distributed
 from fts.core.cache import Cache, digest
@@ -31,70 +26,9 @@ from fts.core.device import bf16_fast
 from fts.core.errors import ConfigError, DataError, ModelError
 from fts.core.records import Example
 from fts.models.chat import render_example
+from fts.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def lm_head_on_answer_only(enabled: bool) -> Iterator[None]:
-    """Make TRL's fused LM head score only the positions that have a label (the answer), on any device.
-
-    TRL 1.16 computes the log-probs (and entropy, top-1) of the LM head only at labelled positions on Triton devices
-    (CUDA, XPU) and at every position elsewhere, so that tile shapes stay fixed for compiling devices (Neuron). On a
-    CPU, in eager mode, that wastes the LM head on the prompt and the padding: for the embedded model (49k-token
-    vocabulary, 576-wide) the head was half of a training step's time, and an AOA batch has 34% answer tokens. The
-    loss and its gradient are the same either way. TRL decides with `trl.trainer.utils._use_triton`; it is swapped
-    for the duration of the forward (where the positions are selected). Without that function (another TRL
-    release) this does nothing.
-    """
-    use_triton = getattr(trl_utils, "_use_triton", None)
-    if not enabled or use_triton is None:
-        yield
-        return
-    trl_utils._use_triton = lambda device: True
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = use_triton
-
-
-class Trainer(SFTTrainer):
-    """TRL's SFTTrainer plus the paper's per-epoch StepLR, LLaMA-Adapter made to work with TRL's loss, and the LM head
-    on the answer tokens only.
-
-    `step_lr_gamma` (llama-recipes' `StepLR(step_size=1, gamma)`, stepped once per epoch): epoch k (from 0) trains at
-    lr * gamma**k. It replaces the `lr_scheduler_type` schedule. `lm_head_answer_only`: see `lm_head_on_answer_only`.
-    """
-
-    def __init__(
-        self, *args: Any, step_lr_gamma: float | None = None, lm_head_answer_only: bool = False, **kwargs: Any
-    ) -> None:
-        self.step_lr_gamma = step_lr_gamma
-        self.lm_head_answer_only = lm_head_answer_only
-        self.update_steps_per_epoch = 1
-        super().__init__(*args, **kwargs)
-        base = getattr(self.model, "base_model", None)
-        if isinstance(base, AdaptionPromptModel):
-            # peft's AdaptionPromptModel keeps a copy of the wrapped model's `forward`, taken when it wraps; TRL then
-            # patches that forward to return log-probs (its fused LM head). Without this, the copy returns logits
-            # and TRL fails with "'CausalLMOutputWithPast' object has no attribute 'log_probs'".
-            base.forward = base.model.forward
-
-    def compute_loss(self, model: Any, inputs: dict, *args: Any, **kwargs: Any) -> Any:
-        with lm_head_on_answer_only(self.lm_head_answer_only):
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-    def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
-        values = super().set_initial_training_values(args, dataloader)
-        self.update_steps_per_epoch = values[1]  # after sharding across processes and gradient accumulation
-        return values
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        if self.step_lr_gamma is None or self.lr_scheduler is not None:
-            return super().create_scheduler(num_training_steps, optimizer)
-        gamma, per_epoch = self.step_lr_gamma, self.update_steps_per_epoch
-        self.lr_scheduler = LambdaLR(optimizer or self.optimizer, lambda step: gamma ** (step // per_epoch))
-        return self.lr_scheduler
 
 
 def n_tokens(tokenizer: PreTrainedTokenizerBase, example: Example) -> int:
@@ -165,6 +99,37 @@ def preparation_key(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, args: 
     }
 
 
+def sft_config(train_cfg: DictConfig | dict, output_dir: Path, seed: int) -> tuple[SFTConfig, dict[str, Any]]:
+    """TRL's SFTConfig from `train_cfg` (every SFTConfig value set explicitly in conf/train/, since TRL's defaults
+    change between releases), and fts's own keys apart: `step_lr_gamma`, `lm_head_answer_only` (see
+    fts.train.trainer); `bf16` may be "auto" (bf16 where the hardware has it natively)."""
+    kwargs = OmegaConf.to_container(train_cfg, resolve=True) if isinstance(train_cfg, DictConfig) else train_cfg
+    kwargs = dict(kwargs)
+    own = {
+        "step_lr_gamma": kwargs.pop("step_lr_gamma", None),
+        "lm_head_answer_only": kwargs.pop("lm_head_answer_only", False),
+    }
+    if kwargs.get("bf16") == "auto":
+        kwargs["bf16"] = bf16_fast()
+        log.info("train.bf16=auto: bf16 mixed precision %s", "on" if kwargs["bf16"] else "off (no native bf16)")
+    kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
+        if old in kwargs:  # transformers 5.2x's names for fts's (and TRL's) keys: same setting, no warning
+            kwargs.setdefault(new, kwargs.pop(old))
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        completion_only_loss=True,  # the paper's loss: -log p(answer | system, user)
+        save_strategy="no",  # fts saves the adapter/model itself, once, at the end
+        **kwargs,
+    )
+    return args, own
+
+
 def fine_tune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -179,82 +144,67 @@ def fine_tune(
 ) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
     """Train `model` on `examples`; return the trained model (a PeftModel when `peft_cfg` is set) and the log.
 
-    `train_cfg` holds SFTConfig keyword arguments, every one set explicitly in `conf/train/` (TRL's defaults
-    change between releases), plus fts's own `step_lr_gamma` and `lm_head_answer_only` (see `Trainer`); `bf16` may
-    be "auto" (see `bf16_fast`). `peft_cfg` is a `_target_` node for a peft config, or None for full fine-tuning.
+    `train_cfg`: see `sft_config`. `peft_cfg` is a `_target_` node for a peft config, or None for full fine-tuning.
     With `save_dir`, the result is saved there (see `save_trained`). With `cache`, TRL's tokenized training set is
     taken from it (or put into it): a sweep over learning rates, epochs or PEFT methods tokenizes its data once.
     """
-    sft_kwargs = OmegaConf.to_container(train_cfg, resolve=True) if isinstance(train_cfg, DictConfig) else train_cfg
-    sft_kwargs = dict(sft_kwargs)
-    step_lr_gamma = sft_kwargs.pop("step_lr_gamma", None)
-    lm_head_answer_only = sft_kwargs.pop("lm_head_answer_only", False)
-    if sft_kwargs.get("bf16") == "auto":
-        sft_kwargs["bf16"] = bf16_fast()
-        log.info("train.bf16=auto: bf16 mixed precision %s", "on" if sft_kwargs["bf16"] else "off (no native bf16)")
-    sft_kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
-    for old, new in (
-        ("gradient_checkpointing", "activation_checkpointing"),
-        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
-    ):
-        if old in sft_kwargs:  # transformers 5.2x's names for fts's (and TRL's) keys: same setting, no warning
-            sft_kwargs.setdefault(new, sft_kwargs.pop(old))
-    args = SFTConfig(
-        output_dir=str(output_dir),
-        seed=seed,
-        use_cpu=not torch.cuda.is_available(),
-        completion_only_loss=True,  # the paper's loss: -log p(answer | system, user)
-        save_strategy="no",  # fts saves the adapter/model itself, once, at the end
-        **sft_kwargs,
-    )
+    args, own = sft_config(train_cfg, output_dir, seed)
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         # QLoRA: freeze the quantized weights, keep the norms in float32 and let gradients reach the adapters
         # (peft's recipe; TRL does it only for models it loads itself).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
-    peft_config = build(peft_cfg) if peft_cfg is not None else None
-    dataset = to_dataset(examples, tokenizer)
-    # The tokenized set from the cache: single-process runs only (the processes of a multi-process run would race
-    # to build the same entry).
-    caching = cache is not None and cache.enabled and distributed.num_processes() == 1
-    material = preparation_key(dataset, tokenizer, args) if caching else None
-    tokenized = cache.get("datasets", material) if caching else None
-    if tokenized is not None:
-        log.info("tokenized training set from the cache: %s", tokenized)
-        dataset = load_from_disk(str(tokenized / "dataset"))
-        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    try:
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            step_lr_gamma=step_lr_gamma,
-            lm_head_answer_only=lm_head_answer_only,
-        )
-    except ValueError as e:
-        if peft_config is None:
-            raise
-        raise ConfigError(f"peft: {type(peft_config).__name__} cannot be applied to this model: {e}") from None
-    if caching and tokenized is None:
-        prepared = trainer.train_dataset  # tokenized, masked and truncated by TRL
-        cache.build("datasets", material, lambda tmp: prepared.save_to_disk(str(tmp / "dataset")))
+    dataset, store = tokenized_dataset(to_dataset(examples, tokenizer), tokenizer, args, cache)
+    trainer = make_trainer(model, tokenizer, args, dataset, peft_cfg, own)
+    if store is not None:
+        store(trainer.train_dataset)  # tokenized, masked and truncated by TRL
     trainer.train()
     history = [row for row in trainer.state.log_history if "loss" in row]
     if save_dir is not None:
         save_trained(trainer, save_dir, history, save_weights)
-    trained = trainer.model
-    # Straight out of the trainer the model is in train mode with the KV cache off; generating like that
-    # gave garbage on the embedded model. Put it back into inference shape. With bf16 mixed precision, accelerate
-    # also wrapped `forward` in autocast: unwrap it, so that the fine-tuned model is evaluated in its own dtype, as
-    # the baseline was (and as the saved model reloads).
+    trained = ready_for_inference(trainer.model)
+    del trainer
+    return trained, history
+
+
+def tokenized_dataset(dataset: Dataset, tokenizer, args: SFTConfig, cache: Cache | None):
+    """(the dataset to train on, a function that stores TRL's tokenized set in the cache or None). On a cache hit
+    TRL's preparation is skipped. Single-process runs only: the processes of a multi-process run would race to
+    build the same entry."""
+    if cache is None or not cache.enabled or distributed.num_processes() > 1:
+        return dataset, None
+    material = preparation_key(dataset, tokenizer, args)
+    tokenized = cache.get("datasets", material)
+    if tokenized is None:
+        return dataset, lambda prepared: cache.build(
+            "datasets", material, lambda tmp: prepared.save_to_disk(str(tmp / "dataset"))
+        )
+    log.info("tokenized training set from the cache: %s", tokenized)
+    args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    return load_from_disk(str(tokenized / "dataset")), None
+
+
+def make_trainer(model, tokenizer, args: SFTConfig, dataset: Dataset, peft_cfg: DictConfig | None, own: dict):
+    peft_config = build(peft_cfg) if peft_cfg is not None else None
+    try:
+        return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       peft_config=peft_config, **own)  # fmt: skip
+    except ValueError as e:
+        if peft_config is None:
+            raise
+        raise ConfigError(f"peft: {type(peft_config).__name__} cannot be applied to this model: {e}") from None
+
+
+def ready_for_inference(trained: PreTrainedModel) -> PreTrainedModel:
+    """Straight out of the trainer the model is in train mode with the KV cache off; generating like that gave
+    garbage on the embedded model. Put it back into inference shape. With bf16 mixed precision, accelerate also
+    wrapped `forward` in autocast: unwrap it, so that the fine-tuned model is evaluated in its own dtype, as the
+    baseline was (and as the saved model reloads)."""
     original_forward = trained.__dict__.pop("_original_forward", None)
     if original_forward is not None:
         trained.forward = original_forward
     trained.eval()
     trained.config.use_cache = True
-    del trainer
-    return trained, history
+    return trained
 
 
 def save_trained(trainer: SFTTrainer, model_dir: Path, history: list, weights: bool) -> None:
