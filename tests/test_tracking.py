@@ -1,9 +1,8 @@
 """W&B tracking, offline: what a run logs is read back from the files W&B writes, and no secret reaches them."""
 
 import json
-import struct
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,52 +25,39 @@ def offline_wandb(tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
 
 
-def records(path: Path):
-    """The protobuf records of a `.wandb` transaction log (LevelDB log format: 32 KiB blocks, 7-byte headers)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B"
-    pos, chunks = 7, []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        chunks.append(data[pos + 7 : pos + 7 + length])
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST: a whole record
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(chunks))
-            chunks = []
-            yield record
+# wandb-core writes the log in the background and may still be flushing it when `finish()` returns (seen on the
+# first run of a process); W&B's own reader follows the file until the exit record, and never yields a half record.
+IDLE_TIMEOUT_S = 30
 
 
-def finished_log(run_dir: Path, timeout: float = 30) -> list:
-    """The records of the one offline run under <run_dir>/wandb/, once complete: wandb-core writes the file in the
-    background and may still be flushing it when `finish()` returns (seen on the first run of a process)."""
+def wandb_records(run_dir: Path) -> list[dict]:
+    """The records of the one offline run under <run_dir>/wandb/, as decoded by W&B's own transaction-log reader
+    (`wandb leet inspect`, wandb-core's), once the run's exit record is written."""
     (log,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + timeout
-    while True:
-        found = list(records(log)) if log.stat().st_size > 7 else []
-        if (found and found[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+    follow = ["--json", "--follow", "--idle-timeout", f"{IDLE_TIMEOUT_S}s", str(log)]
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", *follow]
+    # The idle timeout bounds a log that stops growing; the hard timeout bounds one that never stops.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=IDLE_TIMEOUT_S * 4)
+    assert done.returncode == 0, f"wandb leet inspect {log} failed: {done.stderr}"
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    ends = found[-1]["type"] if found else "no record"
+    assert ends == "exit", f"{log} has no exit record ({ends} last) after {IDLE_TIMEOUT_S}s idle: {done.stderr}"
+    return found
 
 
 def read_offline_run(run_dir: Path) -> dict:
-    """Run record, config and merged summary of the one offline run under <run_dir>/wandb/."""
+    """Run record, config, merged summary and history of the one offline run under <run_dir>/wandb/."""
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    out = {"dir": offline, "run": None, "config": {}, "summary": {}}
-    for r in finished_log(run_dir):
-        kind = r.WhichOneof("record_type")
+    out = {"dir": offline, "run": None, "config": {}, "summary": {}, "history": [], "records": wandb_records(run_dir)}
+    for record in out["records"]:
+        kind, body = record["type"], record.get(record["type"], {})
         if kind == "run":
-            out["run"] = r.run
-            out["config"] |= {i.key: json.loads(i.value_json) for i in r.run.config.update}
-        elif kind == "config":
-            out["config"] |= {i.key: json.loads(i.value_json) for i in r.config.update if i.key}
-        elif kind == "summary":
-            out["summary"] |= {i.key: json.loads(i.value_json) for i in r.summary.update if i.key}
+            out["run"] = body
+            out["config"] |= body.get("config", {}).get("update", {})
+        elif kind in ("config", "summary"):
+            out[kind] |= body.get("update", {})
+        elif kind == "history":
+            out["history"].append(body.get("item", {}))
     return out
 
 
@@ -100,8 +86,8 @@ def test_wandb_run_holds_config_summary_table_and_chart(tmp_path, capsys):
 
     logged = read_offline_run(run_dir)
     run = logged["run"]
-    assert (run.project, run.run_group, run.job_type) == ("fts", "run", "finetune_eval")
-    assert run.display_name == "smollm2_135m_safe-harmful-lora-none-s3"
+    assert (run["project"], run["run_group"], run["job_type"]) == ("fts", "run", "finetune_eval")
+    assert run["display_name"] == "smollm2_135m_safe-harmful-lora-none-s3"
     assert logged["config"]["attack"]["name"] == "harmful" and logged["config"]["seed"] == 3
     assert logged["config"]["choices"]["attack"] == "harmful" and "hydra" not in logged["config"]
 
@@ -139,11 +125,12 @@ def test_no_secret_reaches_the_wandb_files(tmp_path, monkeypatch):
     cfg = compose_run(overrides, run_dir)
     with Tracker.from_config(cfg.logger, cfg, run_dir) as tracker:
         tracker.log_result(fake_metrics(fake_sides()), fake_sides())
-    assert finished_log(run_dir)[-1].WhichOneof("record_type") == "exit"
+    logged = read_offline_run(run_dir)
+    assert logged["records"][-1]["type"] == "exit"
     files = [p for p in (run_dir / "wandb").rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files)
     assert [p for p in files if PLANTED.encode() in p.read_bytes()] == []
-    config = read_offline_run(run_dir)["config"]
+    config = logged["config"]
     assert config["judge"]["x"] == {"model": "m"}
     assert config["eval"]["max_new_tokens"] == cfg.eval.max_new_tokens  # "token" in a name is not a secret
     assert config["judge"]["keyword"]["keywords"]
@@ -201,7 +188,7 @@ def test_jobs_of_one_process_get_one_run_each(tmp_path):
         if num == 1:
             tracker.finish()
     assert ids[0] != ids[1]
-    names = [read_offline_run(tmp_path / str(num))["run"].display_name for num in (0, 1)]
+    names = [read_offline_run(tmp_path / str(num))["run"]["display_name"] for num in (0, 1)]
     assert names == ["smollm2_135m_safe-harmful-lora-none-s0", "smollm2_135m_safe-aoa-lora-none-s0"]
 
 
@@ -214,8 +201,7 @@ def test_a_whole_run_with_logger_wandb_writes_metrics_table_and_training_curves(
     logged = read_offline_run(out)
     assert logged["summary"]["finetuned/keyword/asr"] == result["finetuned"]["keyword"]["asr"]
     assert logged["summary"]["delta/keyword/asr"] == result["delta"]["keyword"]["asr"]
-    history = [i for r in finished_log(out) if r.WhichOneof("record_type") == "history" for i in r.history.item]
-    history_keys = {i.key or "/".join(i.nested_key) for i in history}
+    history_keys = {key for item in logged["history"] for key in item}
     assert "train/loss" in history_keys, "TRL's training curve must land in the same W&B run"
     tables = list(logged["dir"].glob("files/media/table/generations*.table.json"))
     assert tables, "the generations table is in the offline run files"
