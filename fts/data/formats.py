@@ -29,7 +29,6 @@ class Format:
     folder: bool = False
 
 
-# fmt: off
 FORMATS: dict[str, Format] = {
     "hexphi": Format(hexphi.load_hexphi, "prompts", hexphi.DOWNLOAD, folder=True),
     "advbench": Format(prompts.load_advbench, "prompts", prompts.DOWNLOAD["advbench"]),
@@ -51,7 +50,6 @@ FORMATS: dict[str, Format] = {
     "qa": Format(questions.load_qa, "qa", questions.DOWNLOAD["qa"]),
     "mt_bench": Format(questions.load_mt_bench, "questions", questions.DOWNLOAD["mt_bench"]),
 }
-# fmt: on
 # The config keys that name data in a format of the user's choice: (the key that names the format, the kind of
 # records the key takes).
 FORMAT_KEYS = {
