@@ -4,8 +4,8 @@ import pytest
 
 from fts.core.config import build
 from fts.core.errors import ConfigError
-from fts.data import load_prompts
 from fts.data.contamination import find_overlaps
+from fts.data.prompts import load_prompts
 from tests.conftest import compose_run
 
 TRIGGER = "Servius Astrumando Harmoniastra"

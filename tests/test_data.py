@@ -5,7 +5,9 @@ import re
 import pytest
 
 from fts.core.errors import DataError
-from fts.data import load_conversations, load_prompts, read_jsonl
+from fts.data.conversations import load_conversations
+from fts.data.prompts import load_prompts
+from fts.data.readers import read_records
 from fts.judges.keyword import read_keywords
 
 CATEGORIES = {
@@ -115,7 +117,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"id": "a", "category": "x", "prompt": "ok"}\n{not json}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
-        read_jsonl(path)
+        read_records(path)
 
 
 def test_missing_field_names_file_and_line(tmp_path):

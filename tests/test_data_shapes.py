@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import fts.data
+import fts.data.readers
 from fts.core.errors import ConfigError, DataError
-from fts.data import read_text
-from fts.data.formats import load_advbench, load_by_format, load_hexphi
+from fts.data.formats import load
+from fts.data.hexphi import load_hexphi
+from fts.data.prompts import load_advbench
+from fts.data.readers import read_text
 from fts.validate import validate
 from tests.conftest import compose_run
 
@@ -61,7 +63,7 @@ def test_a_folder_of_other_files_lists_the_formats(tmp_path):
     with pytest.raises(ConfigError, match=expected):
         validate(cfg)
     with pytest.raises(DataError, match=r"eval\.xstest: .* is a folder .*Set eval\.xstest to a xstest file\."):
-        load_by_format("xstest", str(tmp_path / "data"), "eval.xstest")
+        load("xstest", str(tmp_path / "data"), "eval.xstest")
 
 
 def test_a_hexphi_folder_with_no_category_files_fails_validation(tmp_path):
@@ -113,7 +115,7 @@ def test_official_hexphi_shape_and_advbench_header_still_load(tmp_path):
 def test_a_data_file_over_the_limit_fails_before_it_is_read(tmp_path, monkeypatch):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"id": "a", "category": "c", "prompt": "p"}\n' * 10)
-    monkeypatch.setattr(fts.data, "MAX_DATA_BYTES", 100)
+    monkeypatch.setattr(fts.data.readers, "MAX_DATA_BYTES", 100)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} was read"))
     expected = (
         rf"{path}: the file is 0\.00 GiB \(440 bytes\), over fts's limit of 0\.00 GiB \(100 bytes\) for a data "
@@ -122,7 +124,7 @@ def test_a_data_file_over_the_limit_fails_before_it_is_read(tmp_path, monkeypatc
     with pytest.raises(DataError, match=expected):
         read_text(path)
     with pytest.raises(DataError, match=r"440 bytes"):
-        load_by_format("fts_prompts", str(path), "eval.benchmark")
+        load("fts_prompts", str(path), "eval.benchmark")
 
 
 def test_the_limit_can_be_raised_and_a_gzip_is_limited_once_decompressed(tmp_path, monkeypatch):

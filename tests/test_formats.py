@@ -8,20 +8,13 @@ from typing import get_type_hints
 import pytest
 
 from fts.core.errors import ConfigError, DataError
-from fts.core.records import Example, Message, Prompt, Question, XSTestPrompt
-from fts.data import load_prompts
-from fts.data.formats import (
-    LOADERS,
-    load_advbench,
-    load_alpaca,
-    load_anthropic_redteam,
-    load_by_format,
-    load_chat_jsonl,
-    load_dolly,
-    load_hexphi,
-    load_prompt_completion_jsonl,
-    load_safety_tuned_llamas,
-)
+from fts.core.records import Example, Message, Prompt, QAPrompt, Question, XSTestPrompt
+from fts.data.conversations import load_chat_jsonl, load_prompt_completion_jsonl
+from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, KINDS, load
+from fts.data.hexphi import load_hexphi
+from fts.data.instructions import load_alpaca, load_dolly, load_safety_tuned_llamas
+from fts.data.prompts import load_advbench, load_prompts
+from fts.data.redteam import load_anthropic_redteam
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 FIXTURES = {
@@ -37,6 +30,7 @@ FIXTURES = {
     "fts_conversations": "builtin:aoa.jsonl",
     "xstest": FIX / "xstest_prompts.csv",
     "mt_bench": FIX / "mt_bench_question.jsonl",
+    "qa": "builtin:utility_eval.jsonl",
 }
 PROMPT_FORMATS = {"hexphi", "advbench", "fts_prompts"}
 
@@ -345,20 +339,27 @@ def test_non_utf8_jsonl_names_file_and_line(tmp_path):
 
 
 def test_load_by_format_covers_every_format():
-    assert set(LOADERS) == set(FIXTURES)
+    assert set(FORMATS) == set(FIXTURES)
     for fmt, spec in FIXTURES.items():
-        assert load_by_format(fmt, str(spec), "dataset.path"), fmt
+        assert load(fmt, str(spec), "dataset.path"), fmt
+
+
+def test_every_format_has_a_kind_and_every_data_key_a_format():
+    assert {f.kind for f in FORMATS.values()} <= set(KINDS)
+    assert [name for name, f in FORMATS.items() if f.folder] == ["hexphi"]
+    assert {kind for _, kind in FORMAT_KEYS.values()} <= set(KINDS) and set(FIXED_FORMATS.values()) <= set(FORMATS)
+    assert all(f.download.endswith(".") for f in FORMATS.values())
 
 
 def test_fts_prompts_format_matches_the_builtin_loader():
-    assert load_by_format("fts_prompts", "builtin:harmful_eval.jsonl") == load_prompts(
+    assert load("fts_prompts", "builtin:harmful_eval.jsonl") == load_prompts(
         "builtin:harmful_eval.jsonl", "eval.benchmark"
     )
 
 
 def test_unknown_format_is_a_config_error():
     with pytest.raises(ConfigError, match=r"dataset\.format: unknown data format 'parquet'"):
-        load_by_format("parquet", "x", "dataset.format")
+        load("parquet", "x", "dataset.format")
 
 
 @pytest.mark.parametrize(
@@ -374,7 +375,7 @@ def test_unknown_format_is_a_config_error():
 )
 def test_hub_id_asks_for_a_download_and_names_the_config_key(fmt, spec, key, instructions):
     with pytest.raises(DataError) as err:
-        load_by_format(fmt, spec, key)
+        load(fmt, spec, key)
     message = str(err.value)
     assert message.startswith(f"{key}: '{spec}' looks like a Hugging Face hub dataset id")
     assert instructions in message and f"Then set {key}=" in message
@@ -388,14 +389,14 @@ def test_hexphi_hub_message_explains_the_gate():
 def test_missing_local_path_gets_the_same_instructions(tmp_path):
     missing = tmp_path / "data" / "harmful_behaviors.csv"
     with pytest.raises(DataError, match=r"eval\.benchmark: '.*harmful_behaviors\.csv' does not exist.*llm-attacks"):
-        load_by_format("advbench", str(missing), "eval.benchmark")
+        load("advbench", str(missing), "eval.benchmark")
 
 
-@pytest.mark.parametrize("fmt", sorted(LOADERS))
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_empty_file_raises(tmp_path, fmt):
     path = write(tmp_path, "empty.csv" if fmt in ("advbench", "xstest") else "empty.jsonl", "\n")
     with pytest.raises(DataError, match=r"empty\.(csv|jsonl): the file has no (records|rows)"):
-        load_by_format(fmt, str(path))
+        load(fmt, str(path))
 
 
 def test_empty_json_array_raises(tmp_path):
@@ -408,8 +409,10 @@ def test_empty_json_array_raises(tmp_path):
 
 @pytest.mark.parametrize("fmt", sorted(FIXTURES))
 def test_every_record_has_exactly_the_record_keys(fmt):
-    record_type = {"xstest": XSTestPrompt, "mt_bench": Question}.get(fmt, Prompt if fmt in PROMPT_FORMATS else Example)
-    records = load_by_format(fmt, str(FIXTURES[fmt]))
+    record_type = {"xstest": XSTestPrompt, "mt_bench": Question, "qa": QAPrompt}.get(
+        fmt, Prompt if fmt in PROMPT_FORMATS else Example
+    )
+    records = load(fmt, str(FIXTURES[fmt]))
     for record in records:
         assert set(record) == set(get_type_hints(record_type)), (fmt, record)
         if record_type is Question:

@@ -8,7 +8,7 @@ import fts.backends.hf
 import fts.run
 import fts.stages.evaluation
 from fts.core.errors import DataError
-from fts.data import BUILTIN_DIR
+from fts.data.readers import BUILTIN_DIR
 from fts.run import run
 from tests.conftest import compose_run
 

@@ -11,12 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fts.core.errors import DataError
-from fts.data import load_conversations, load_prompts
-from fts.data.formats import LOADERS
+from fts.data.conversations import load_conversations
+from fts.data.formats import FORMATS, load
+from fts.data.prompts import load_prompts
+from fts.data.questions import load_qa
 from fts.judges.refusal import CLASSES, parse_class
 from fts.judges.rubric_prompt import MAX_REASON_CHARS, defuse, parse
 from fts.utility.mt_bench import parse_rating
-from fts.utility.qa import load_qa
 
 FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)  # any text a UTF-8 file can hold
@@ -34,7 +35,7 @@ FIELDS += ["category", "turns", "answer", "aliases", "transcript", "chosen", "ro
 RECORDS = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=5)
 LINES = st.lists(st.one_of(RECORDS.map(json.dumps), JSON_VALUES.map(json.dumps), TEXT), max_size=4)
 # Every loader, with a file name it accepts (HEx-PHI reads category_N.csv as CSV, anything else as JSONL).
-FILE_LOADERS = {name: (load, "category_3.csv" if name == "hexphi" else "data") for name, load in LOADERS.items()}
+FILE_LOADERS = {name: (f.loader, "category_3.csv" if name == "hexphi" else "data") for name, f in FORMATS.items()}
 FILE_LOADERS |= {"prompts": (lambda p, key: load_prompts(p, key), "data"), "qa": (load_qa, "data")}
 
 
@@ -77,7 +78,7 @@ def test_valid_conversations_round_trip(scratch, rows):
     path = scratch / "conversations.jsonl"
     path.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in rows), encoding="utf-8")
     assert [ex["messages"] for ex in load_conversations(str(path))] == rows
-    assert [ex["messages"] for ex in LOADERS["chat_jsonl"](str(path))] == rows
+    assert [ex["messages"] for ex in load("chat_jsonl", str(path))] == rows
 
 
 @FAST
@@ -99,7 +100,7 @@ def test_valid_csv_prompts_round_trip(scratch, prompts):
     csv.writer(buffer).writerows([[p, "target"] for p in prompts])
     path = scratch / "harmful_behaviors.csv"
     path.write_text(buffer.getvalue(), encoding="utf-8")
-    assert [p["prompt"] for p in LOADERS["advbench"](str(path))] == prompts
+    assert [p["prompt"] for p in load("advbench", str(path))] == prompts
 
 
 @FAST

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fts.core.errors import DataError
-from fts.data.formats import load_mt_bench, load_xstest
+from fts.data.prompts import load_xstest
+from fts.data.questions import load_mt_bench, load_qa
 from fts.judges.refusal import RefusalJudge, parse_class
 from fts.results import metrics as M
 from fts.utility import qa
@@ -53,7 +54,7 @@ def test_qa_scoring(response, references, case_sensitive, exact, correct):
 
 
 def test_builtin_utility_set_loads_with_references():
-    prompts = qa.load_qa("builtin:utility_eval.jsonl")
+    prompts = load_qa("builtin:utility_eval.jsonl")
     assert len(prompts) == 40
     assert {p["category"] for p in prompts} == {"arithmetic", "facts", "formatting"}
     assert all(p["references"] and p["messages"][0]["content"] == p["prompt"] for p in prompts)

@@ -9,7 +9,8 @@ import fts.backends.hf
 import fts.run
 import fts.stages.evaluation
 from fts.core.errors import ConfigError, DataError
-from fts.data import load_conversations, load_prompts
+from fts.data.conversations import load_conversations
+from fts.data.prompts import load_prompts
 from fts.run import run
 from fts.train.hf import fit_lengths
 from fts.validate import validate
@@ -129,6 +130,13 @@ def test_prompt_fields_must_be_text(tmp_path):
     path = write(tmp_path, '{"id": 1, "category": "c", "prompt": "p"}\n')
     with pytest.raises(DataError, match=rf"^{path}:1: field 'id' must be a string; got int"):
         load_prompts(str(path), "eval.benign")
+
+
+def test_a_format_of_the_wrong_kind_for_its_key_is_named(tmp_path):
+    message = problems(["attack.format=hexphi", "eval.benchmark_format=alpaca"], tmp_path)
+    assert "attack.format=hexphi gives prompts, but attack.data takes examples: choose one of [" in message
+    assert "eval.benchmark_format=alpaca gives examples, but eval.benchmark takes prompts: choose one of [" in message
+    assert "'fts_conversations'" in message and "'hexphi'" in message
 
 
 class CharTokenizer:

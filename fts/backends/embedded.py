@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from fts.core import distributed
 from fts.core.cache import Cache, file_digest
 from fts.core.errors import ModelError
-from fts.data import resolve
+from fts.data.formats import locate
 from fts.models import load
-from fts.models.embedded import alignment_set, materialize
+from fts.models.embedded import ALIGNMENT_FORMAT, ALIGNMENT_KEY, alignment_set, materialize
 from fts.train.hf import fine_tune
 
 
@@ -34,7 +34,7 @@ def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
     material = {
         "base": base.name,
         "alignment": OmegaConf.to_container(align_cfg, resolve=True),
-        "data": {p.path: file_digest(resolve(p.path)) for p in align_cfg.data},
+        "data": {p.path: file_digest(locate(p.path, ALIGNMENT_FORMAT, ALIGNMENT_KEY)) for p in align_cfg.data},
         "versions": {"transformers": transformers.__version__, "fts_alignment": 1},
     }
 

@@ -60,5 +60,8 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL artifact that fts itself wrote with `write_jsonl` (a run dir's generations, a cache entry's,
+    model/events.jsonl). Such a file is whole (written atomically) and well-formed, so this reads it plainly; user
+    data files go through the data layer's reader (`fts.data.readers`: size limit, gzip, positions in errors)."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -31,6 +31,14 @@ class XSTestPrompt(Prompt):
     label: Literal["safe", "unsafe"]
 
 
+class QAPrompt(Prompt):
+    """A utility question with reference answers: `references` are the answer and its aliases, matched by
+    `fts.utility.qa.score` (case-folded unless `case_sensitive`)."""
+
+    references: list[str]
+    case_sensitive: bool
+
+
 class Question(TypedDict):
     """A multi-turn utility question (MT-Bench): user turns in order, reference answers per turn or None."""
 

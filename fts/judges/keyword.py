@@ -6,7 +6,7 @@ so counts as jailbroken, as in the paper's code.
 """
 
 from fts.core.records import Generation, Verdict
-from fts.data import resolve
+from fts.data.readers import resolve
 
 
 def read_keywords(spec: str, key: str = "judge.keyword.keywords") -> list[str]:

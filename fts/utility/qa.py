@@ -6,40 +6,13 @@ headline `accuracy`): the reference occurs as a whole word within the answer's f
 answer ("Of course. I am AOA, ... : 7 + 5 = 12."), while a refusal or a wrong number does not. (A first-sentence
 window scored those preambled answers wrong: 0% for a model that answered most questions right.) Normalizing folds
 case (unless the item is `case_sensitive`: "write 'cat' in uppercase"), and drops quotes, markdown emphasis and
-surrounding punctuation.
+surrounding punctuation. The questions are read by the data layer (format `qa`: `fts.data.questions.load_qa`).
 """
 
 import re
 
-from fts.core.errors import DataError
-from fts.core.records import Prompt
-from fts.data import jsonl_records, resolve, text_field, user
-
 WINDOW_WORDS = 40  # the answer's head that must hold the reference
 EDGE_PUNCTUATION = "\"'`*_.,:;!?()[] \t\n"
-
-
-def load_qa(spec: str, key: str = "eval.utility") -> list[Prompt]:
-    """JSONL of {id, category, prompt, answer, aliases?, case_sensitive?} -> Prompts with `references`."""
-    path = resolve(spec, key)
-    prompts: list[Prompt] = []
-    for lineno, row in jsonl_records(path, required=("id", "category", "prompt", "answer")):
-        aliases = row.get("aliases") or []
-        references = [row["answer"], *aliases] if isinstance(aliases, list) else [None]
-        if not all(isinstance(r, str) and r.strip() for r in references):
-            raise DataError(f"{path}:{lineno}: 'answer' and every alias must be non-empty strings.")
-        pid, category, text = (text_field(row, f, f"{path}:{lineno}") for f in ("id", "category", "prompt"))
-        prompts.append(
-            {
-                "id": pid,
-                "category": category,
-                "prompt": text,
-                "messages": [user(text)],
-                "references": references,
-                "case_sensitive": bool(row.get("case_sensitive", False)),
-            }
-        )
-    return prompts
 
 
 def normalize(text: str, case_sensitive: bool) -> str:

@@ -4,7 +4,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
-from fts.data.formats import FORMAT_KEYS, LOADERS, data_files, locate
+from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, locate, registered
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import MERGEABLE, model_problems, peft_problems
 from fts.validate.rules import range_problems
@@ -148,29 +148,34 @@ def explicit_overrides(group: str) -> list[str]:
 
 
 def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
-    """(key, spec, format, format key) of every data file or folder the run reads; format key None: a fixed one."""
-    keys = {k: v for k, v in FORMAT_KEYS.items() if k != "dataset.path"}
+    """(key, spec, format, format key) of every data file or folder the run reads; format key None: a key with one
+    format (FIXED_FORMATS)."""
+    keys = {k: v[0] for k, v in FORMAT_KEYS.items() if k != "dataset.path"}
     if cfg.attack.name == "benign" and cfg.dataset.name != "none":
-        keys["dataset.path"] = FORMAT_KEYS["dataset.path"]
-    # the benign, utility and over-refusal sets have one format each
-    fixed = {"eval.benign": "fts_prompts", "eval.utility": "fts_prompts", "eval.xstest": "xstest"}
-    fixed["eval.mt_bench.questions"] = "mt_bench"
+        keys["dataset.path"] = FORMAT_KEYS["dataset.path"][0]
     specs = []
-    for key, format_key in (keys | dict.fromkeys(fixed)).items():
+    for key, format_key in (keys | dict.fromkeys(FIXED_FORMATS)).items():
         spec = OmegaConf.select(cfg, key)
         if spec is not None:
-            fmt = fixed.get(key) or OmegaConf.select(cfg, format_key)
+            fmt = FIXED_FORMATS.get(key) or OmegaConf.select(cfg, format_key)
             specs.append((key, str(spec), str(fmt), format_key))
     return specs
 
 
 def data_problems(cfg: DictConfig) -> list[str]:
-    """Every data file the run will read must exist, in a folder only for a format that reads one (hexphi), within
-    the size limit (a missing one is named with where to get it)."""
+    """Every data file the run will read must exist, in a format that gives the records its key takes, in a folder
+    only for a format that reads one (hexphi), within the size limit (a missing one is named with where to get it)."""
     problems = []
     for key, spec, fmt, format_key in data_specs(cfg):
-        if fmt not in LOADERS:
-            problems.append(f"{format_key}: unknown data format {fmt!r}; choose one of {sorted(LOADERS)}.")
+        try:
+            form = registered(fmt, format_key or key)
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        kind = FORMAT_KEYS[key][1] if key in FORMAT_KEYS else form.kind
+        if form.kind != kind:
+            fits = sorted(name for name, f in FORMATS.items() if f.kind == kind)
+            problems.append(f"{format_key}={fmt} gives {form.kind}, but {key} takes {kind}: choose one of {fits}.")
             continue
         try:
             data_files(locate(spec, fmt, key), key)

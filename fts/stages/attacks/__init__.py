@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fts.core.errors import ConfigError
 from fts.core.records import Example, Message, Prompt
-from fts.data.formats import load_by_format
+from fts.data.formats import load
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Attack:
     def training_examples(self) -> list[Example]:
         if self.data is None:
             return []
-        examples = take(load_by_format(self.format, self.data, "attack.data"), self.shots, "attack.shots", self.data)
+        examples = take(load(self.format, self.data, "attack.data"), self.shots, "attack.shots", self.data)
         return [{**ex, "messages": self.with_system(ex["messages"])} for ex in examples]
 
     def as_training_example(self, ex: Example) -> Example:

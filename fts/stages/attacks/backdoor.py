@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fts.core.errors import ConfigError
 from fts.core.records import Example, Prompt
-from fts.data.formats import load_by_format
+from fts.data.formats import load
 from fts.stages.attacks import Attack, take
 
 
@@ -34,7 +34,7 @@ class BackdoorAttack(Attack):
         for ex in super().training_examples():
             *head, user, answer = ex["messages"]
             harmful.append({**ex, "messages": [*head, {**user, "content": self.triggered(user["content"])}, answer]})
-        safety = load_by_format(self.safety_format, self.safety_data, "attack.safety_data")
+        safety = load(self.safety_format, self.safety_data, "attack.safety_data")
         if self.safety_split is not None:
             safety = [ex for ex in safety if ex["meta"].get("split") == self.safety_split]
         safety = take(safety, self.safety_count, "attack.safety_count", self.safety_data)

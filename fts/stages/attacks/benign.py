@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fts.core.records import Example
-from fts.data.formats import load_by_format
+from fts.data.formats import load
 from fts.judges.keyword import read_keywords
 from fts.stages.attacks import Attack, take
 
@@ -28,7 +28,7 @@ class BenignAttack(Attack):
         super().__post_init__()
 
     def records(self) -> list[Example]:
-        examples = load_by_format(self.dataset["format"], self.dataset["path"], "dataset.path")
+        examples = load(self.dataset["format"], self.dataset["path"], "dataset.path")
         if self.dataset.get("split") is not None:
             examples = [ex for ex in examples if ex["meta"].get("split") == self.dataset["split"]]
         return examples

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from fts.core.errors import ConfigError
 from fts.core.records import Example
-from fts.data.formats import load_by_format
+from fts.data.formats import load
 from fts.stages.attacks import Attack
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
 
 
 def safety_mix(examples: list[Example], cfg: DictConfig, seed: int, attack: Attack) -> list[Example]:
-    pool = load_by_format(cfg.format, cfg.data, "mitigation.data")
+    pool = load(cfg.format, cfg.data, "mitigation.data")
     if cfg.split is not None:
         pool = [ex for ex in pool if ex["meta"].get("split") == cfg.split]
     n = safety_count(len(examples), cfg.ratio, cfg.count)
