@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from fts.core.errors import DataError
 from fts.data import load_conversations, load_prompts
 from fts.data.formats import LOADERS
-from fts.judges.refusal import CLASSES, parse_class
+from fts.judges.mt_bench_prompt import parse_rating
+from fts.judges.refusal_prompt import CLASSES, parse_class
 from fts.judges.rubric_prompt import MAX_REASON_CHARS, defuse, parse
-from fts.utility.mt_bench import parse_rating
 from fts.utility.qa import load_qa
 
 FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
