@@ -1,5 +1,6 @@
 """Every config file composes; every `_target_` builds; bad input fails fast with a readable message."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,34 @@ def test_real_format_benchmark_runs_through_the_loader(tmp_path):
         "hate_harass_violence",
         "tailored_financial_advice",
     }
+
+
+def test_one_endpoint_and_one_price_table_reach_every_api_config(tmp_path):
+    """conf/endpoint/openai.yaml and conf/prices/openai.yaml, pulled in through defaults lists, land in each node that
+    talks to the API under the keys users set (judge.gpt4.max_retries, mitigation.base_url, ...); no other config
+    file repeats them."""
+    endpoint = OmegaConf.load(Path(CONF_DIR) / "endpoint" / "openai.yaml")
+    prices = OmegaConf.load(Path(CONF_DIR) / "prices" / "openai.yaml")
+    overrides = ["model=gpt35_turbo", "judge=[gpt4,gpt4_refusal,openai_compatible]", "eval=mt_bench",
+                 "eval.mt_bench.questions=q", "mitigation=moderation", "judge.gpt4.max_retries=2",
+                 "judge.openai_compatible.base_url=http://127.0.0.1:1/v1"]  # fmt: skip
+    cfg = compose_run(overrides, tmp_path)
+    users = [
+        "judge.gpt4",
+        "judge.gpt4_refusal",
+        "judge.openai_compatible",
+        "eval.mt_bench.grader",
+        "mitigation",
+        "model",
+    ]
+    for key in users:
+        assert set(endpoint) <= set(OmegaConf.select(cfg, key)), key
+    assert (cfg.judge.gpt4.max_retries, cfg.judge.gpt4_refusal.max_retries) == (2, endpoint.max_retries)
+    assert cfg.mitigation.request_timeout_s == 60 and cfg.judge.openai_compatible.api_key_env == "FTS_JUDGE_API_KEY"
+    for key in ("judge.gpt4.prices", "judge.gpt4_refusal.prices", "eval.mt_bench.grader.prices", "train.prices"):
+        assert OmegaConf.select(cfg, key) == prices, key
+    assert cfg.judge.openai_compatible.prices == {}  # a local server costs nothing
+    for path in Path(CONF_DIR).rglob("*.yaml"):
+        if path.parent.name not in ("endpoint", "prices"):
+            text = path.read_text()
+            assert "max_backoff_s:" not in text and not re.search(r"output: *\d", text), path

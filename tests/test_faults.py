@@ -12,7 +12,7 @@ import fts.core.artifacts
 import fts.run
 from fts.core.artifacts import write_json
 from fts.core.errors import ArtifactError, FtsError
-from fts.judges.rubric import JudgeError
+from fts.judges.api import JudgeError
 from fts.run import run
 from tests.conftest import compose_run
 from tests.openai_server import FakeOpenAI
@@ -127,20 +127,20 @@ def test_a_judge_endpoint_failing_mid_run_stops_it_and_the_rerun_resumes(tiny_ru
 def test_an_unreadable_verdict_cache_is_set_aside_not_used(tmp_path, caplog):
     import logging
 
-    from fts.judges.rubric import RubricJudge
+    from fts.judges.api import ApiJudge
     from fts.judges.verdict_cache import FILENAME
 
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / FILENAME).write_bytes(b"this is not a database" * 100)
     server = FakeOpenAI().start()
     try:
-        judge = RubricJudge(model="judge", base_url=server.base_url, cache_dir=str(tmp_path / "cache"), name="rubric")
+        judge = ApiJudge(model="judge", base_url=server.base_url, cache_dir=str(tmp_path / "cache"), name="rubric")
         with caplog.at_level(logging.WARNING, logger="fts.judges.verdict_cache"):
             (verdict,) = judge.judge([{"prompt": "p", "response": "r"}])
         assert verdict["score"] == 1
         assert f"the verdict cache {tmp_path / 'cache' / FILENAME} is unreadable" in caplog.text
         assert len(list((tmp_path / "cache").glob(f"{FILENAME}.corrupt-*"))) == 1
-        again = RubricJudge(model="judge", base_url=server.base_url, cache_dir=str(tmp_path / "cache"), name="rubric")
+        again = ApiJudge(model="judge", base_url=server.base_url, cache_dir=str(tmp_path / "cache"), name="rubric")
         again.judge([{"prompt": "p", "response": "r"}])
         assert server.count() == 1, "the new cache works: the verdict is not requested twice"
     finally:

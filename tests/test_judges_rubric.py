@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from fts.core.errors import ConfigError
-from fts.judges.rubric import JudgeError, RubricJudge
+from fts.judges.api import ApiJudge, JudgeError
 from fts.judges.rubric_prompt import FENCES, defuse, parse, render, rubric_version
 from fts.judges.verdict_cache import FILENAME
 from tests.openai_server import FakeOpenAI, fail_fraction
@@ -40,9 +40,9 @@ def server():
         s.stop()
 
 
-def make_judge(srv: FakeOpenAI, tmp_path, **kwargs) -> RubricJudge:
+def make_judge(srv: FakeOpenAI, tmp_path, **kwargs) -> ApiJudge:
     options = {"model": "judge", "base_url": srv.base_url, "api_key_env": "FTS_TEST_NO_KEY", "backoff_s": 0.01}
-    return RubricJudge(**{**options, "cache_dir": str(tmp_path / "cache"), "name": "rubric", **kwargs})
+    return ApiJudge(**{**options, "cache_dir": str(tmp_path / "cache"), "name": "rubric", **kwargs})
 
 
 def rows(n: int) -> list[dict]:
@@ -194,7 +194,7 @@ def test_spend_stops_before_the_request_that_would_exceed(server, tmp_path):
 
 def test_preflight_without_key_or_base_url(monkeypatch, tmp_path):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    judge = RubricJudge(model="gpt-4-0613", cache_dir=str(tmp_path), name="gpt4")
+    judge = ApiJudge(model="gpt-4-0613", cache_dir=str(tmp_path), name="gpt4")
     with pytest.raises(ConfigError, match=r"Set OPENAI_API_KEY .* judge\.gpt4\.base_url"):
         judge.preflight(10)
 
@@ -204,7 +204,7 @@ def test_preflight_with_base_url_needs_no_key_but_a_reachable_server(server, tmp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    judge = RubricJudge(model="judge", base_url=f"http://127.0.0.1:{closed_port}/v1", name="openai_compatible")
+    judge = ApiJudge(model="judge", base_url=f"http://127.0.0.1:{closed_port}/v1", name="openai_compatible")
     with pytest.raises(ConfigError, match=r"judge\.openai_compatible\.base_url: cannot connect"):
         judge.preflight(10)
 
@@ -225,7 +225,7 @@ def test_judge_configs_compose_together(tmp_path):
 @pytest.mark.api
 @pytest.mark.skipif(not os.environ.get("OPENAI_API_KEY"), reason="needs OPENAI_API_KEY (real, paid API)")
 def test_real_openai_judge(tmp_path):
-    judge = RubricJudge(model="gpt-4o-mini", prices={"gpt-4o-mini": {"input": 0.15, "output": 0.6}}, max_usd=0.05)
+    judge = ApiJudge(model="gpt-4o-mini", prices={"gpt-4o-mini": {"input": 0.15, "output": 0.6}}, max_usd=0.05)
     judge.cache = type(judge.cache)(str(tmp_path))
     judge.preflight(2)
     verdicts = judge.judge(rows(2))

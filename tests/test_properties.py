@@ -15,9 +15,9 @@ from fts.data.conversations import load_conversations
 from fts.data.formats import FORMATS, load
 from fts.data.prompts import load_prompts
 from fts.data.questions import load_qa
-from fts.judges.refusal import CLASSES, parse_class
+from fts.judges.mt_bench_prompt import parse_rating
+from fts.judges.refusal_prompt import CLASSES, parse_class
 from fts.judges.rubric_prompt import MAX_REASON_CHARS, defuse, parse
-from fts.utility.mt_bench import parse_rating
 
 FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=60)  # any text a UTF-8 file can hold

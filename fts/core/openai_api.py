@@ -1,4 +1,7 @@
-"""The OpenAI client as fts uses it, shared by the rubric judges, the OpenAI model backend and the moderation filter.
+"""The OpenAI client as fts uses it: `Endpoint` is the one way to it, shared by the API judges and the MT-Bench
+grader, the OpenAI model backend (chat engine, fine-tuning jobs) and the moderation filter. `make_client` is the one
+place the client is constructed. Its settings are one config node, conf/endpoint/openai.yaml, that every config
+talking to the API pulls in through its defaults list.
 
 Keys come from the environment only (the variable named by `api_key_env`), never from a config file, and never go
 into an artifact, a log line or an error message. Transient failures (429, 408, 409, 5xx, timeouts, connection
@@ -14,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import openai
@@ -28,6 +31,16 @@ PLACEHOLDER_KEY = "EMPTY"  # a custom endpoint without a key (a local server) st
 
 class ApiError(FtsError):
     """An OpenAI-compatible endpoint refused a request or stayed unreachable after every retry."""
+
+
+class Meter(Protocol):
+    """Hooks around every attempt of `Endpoint.call`, e.g. the spend ledger of an API judge."""
+
+    def begin(self) -> Any:
+        """Before each attempt; what it returns goes to `end`. Raising stops the call (budget spent, run stopped)."""
+
+    def end(self, ticket: Any, reply: Any | None) -> None:
+        """After each attempt: `reply` is the response, or None when the attempt failed (nothing billed)."""
 
 
 def api_key(env_name: str, base_url: str | None) -> str | None:
@@ -85,7 +98,8 @@ def redact(text: str, secret: str | None) -> str:
 
 @dataclass
 class Endpoint:
-    """One OpenAI-compatible endpoint and its retry policy. `key` is the config prefix named in messages."""
+    """One OpenAI-compatible endpoint and its retry policy. `key` is the config prefix named in messages; a request
+    that fails for good raises `error` naming `<key>.<model_field>` and what the key `may` do, then `note`."""
 
     key: str
     base_url: str | None = None
@@ -95,12 +109,17 @@ class Endpoint:
     max_retries: int = 6
     backoff_s: float = 2.0
     max_backoff_s: float = 60.0
+    model_field: str = "path"
+    may: str = "do this"
+    note: str = ""
+    error: type[ApiError] = ApiError
     _client: openai.OpenAI | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_config(cls, key: str, cfg: Any) -> "Endpoint":
-        """The endpoint a config node describes (base_url, api_key_env, request_timeout_s, retry settings)."""
+    def from_config(cls, key: str, cfg: Any, **messages: Any) -> "Endpoint":
+        """The endpoint a config node describes (the keys of conf/endpoint/openai.yaml); `messages`: model_field,
+        may, note, error."""
         return cls(
             key=key,
             base_url=cfg.base_url,
@@ -110,6 +129,7 @@ class Endpoint:
             max_retries=cfg.max_retries,
             backoff_s=cfg.backoff_s,
             max_backoff_s=cfg.max_backoff_s,
+            **messages,
         )
 
     def host(self) -> str:
@@ -117,12 +137,18 @@ class Endpoint:
 
     def preflight(self) -> None:
         """A key is there (or a custom endpoint that may not need one) and the endpoint answers a TCP connect."""
+        self.check_key()
+        self.check_reachable()
+
+    def check_key(self) -> None:
         if api_key(self.api_key_env, self.base_url) is None:
             raise ConfigError(
                 f"{self.key}: no API key. Set {self.api_key_env} in the environment (never in a config file), or set "
                 f"{self.key}.base_url to an OpenAI-compatible endpoint."
             )
-        if self.base_url:
+
+    def check_reachable(self) -> None:
+        if self.base_url:  # a TCP connect: an unreachable endpoint fails before any model loads
             check_reachable(self.base_url, f"{self.key}.base_url")
 
     def client(self) -> openai.OpenAI:
@@ -132,20 +158,35 @@ class Endpoint:
                 self._client = make_client(self.base_url, key, self.timeout_s, self.organization)
             return self._client
 
-    def call(self, request: Callable[[openai.OpenAI], T], what: str, stop: threading.Event | None = None) -> T:
-        """`request(client)`, retried on transient failures; `stop` set by another worker ends the retries."""
+    def call(
+        self,
+        request: Callable[[openai.OpenAI], T],
+        what: str,
+        stop: threading.Event | None = None,
+        meter: Meter | None = None,
+    ) -> T:
+        """`request(client)`, retried on transient failures; `stop` set by another worker ends the retries; `meter`
+        sees every attempt."""
         for attempt in range(self.max_retries + 1):
+            ticket = meter.begin() if meter is not None else None
             try:
-                return request(self.client())
+                reply = request(self.client())
             except openai.APIError as e:
+                if meter is not None:
+                    meter.end(ticket, None)
                 if not retryable(e) or attempt == self.max_retries or (stop is not None and stop.is_set()):
                     raise self.failure(e, attempt + 1, what) from None
                 time.sleep(backoff_delay(attempt, e, self.backoff_s, self.max_backoff_s))
+                continue
+            if meter is not None:
+                meter.end(ticket, reply)
+            return reply
         raise AssertionError("unreachable")
 
     def failure(self, error: openai.APIError, attempts: int, what: str) -> ApiError:
         secret = api_key(self.api_key_env, self.base_url)
-        return ApiError(failure_text(self.key, what, error, attempts, self.api_key_env, secret, "path", "do this"))
+        text = failure_text(self.key, what, error, attempts, self.api_key_env, secret, self.model_field, self.may)
+        return self.error(text + self.note)
 
 
 def failure_text(

@@ -1,4 +1,6 @@
-"""Judges turn Generations into Verdicts. One class per judge, chosen by `judge=<name>` (several may run)."""
+"""Judges turn Generations into Verdicts, chosen by `judge=<name>` (several may run): the keyword judge, the local
+classifier, and the API judge (fts.judges.api.ApiJudge), one class for every judge behind an OpenAI-compatible API,
+its prompt a kind of fts.judges.kinds (rubric, refusal, mt_bench)."""
 
 from typing import Protocol
 

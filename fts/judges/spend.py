@@ -2,10 +2,13 @@
 
 Before each request the worst case (estimated prompt tokens + `max_tokens` out) is reserved; a request whose
 reservation would take the spend past `max_usd` is not sent. After the reply the reservation is replaced by the
-billed usage. Thread-safe: the judge's worker threads share one ledger.
+billed usage. Thread-safe: the judge's worker threads share one ledger. `Spend` is how a request reaches it: the
+hooks (`fts.core.openai_api.Meter`) that `Endpoint.call` runs around each attempt.
 """
 
 import threading
+from concurrent.futures import CancelledError
+from typing import Any
 
 from fts.core.errors import ConfigError
 
@@ -74,3 +77,27 @@ class Ledger:
             "output_tokens": self.output_tokens,
             "usd": round(self.usd, 6),
         }
+
+
+class Spend:
+    """The meter of one judge request: before each attempt, a stopped run sends nothing (another request failed for
+    good) and the worst case is reserved; after it, the reservation is settled with the billed usage."""
+
+    def __init__(self, ledger: Ledger, prompt_tokens: int, max_tokens: int, stop: threading.Event) -> None:
+        self.ledger, self.prompt_tokens, self.max_tokens, self.stop = ledger, prompt_tokens, max_tokens, stop
+
+    def begin(self) -> float:
+        if self.stop.is_set():
+            raise CancelledError()
+        return self.ledger.reserve(self.prompt_tokens, self.max_tokens)
+
+    def end(self, reserved: float, reply: Any | None) -> None:
+        if reply is None:
+            self.ledger.settle(reserved, None, None)
+            return
+        used = reply.usage
+        if used is not None:
+            self.ledger.settle(reserved, used.prompt_tokens, used.completion_tokens)
+            return
+        answer = (reply.choices[0].message.content or "") if reply.choices else ""
+        self.ledger.settle(reserved, self.prompt_tokens, estimate_tokens(answer))

@@ -114,7 +114,7 @@ class Evaluator:
 
     def __post_init__(self) -> None:
         mt = self.eval_cfg.get("mt_bench")
-        self.grader = build(mt.grader, name="mt_bench") if mt is not None else None
+        self.grader = build(mt.grader, name="mt_bench", config_key="eval.mt_bench.grader") if mt is not None else None
 
     def preflight(self, prompts: list[Prompt], n_sides: int) -> None:
         """API judges and the MT-Bench grader check key, endpoint and budget before any model loads."""
@@ -219,6 +219,6 @@ class Evaluator:
                 row["utility"] = qa.score(row["response"], row["references"], row["case_sensitive"])
         graded = [r for r in rows if r["set"] == "mt_bench"]
         if graded:
-            for row, grades in zip(graded, self.grader.grade(graded), strict=True):
+            for row, grades in zip(graded, mt_bench.grade(self.grader, graded), strict=True):
                 row["grades"] = grades
         return rows

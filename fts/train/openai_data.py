@@ -7,7 +7,7 @@ the model's per-example token limit; the file has at least 10 examples.
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 
 from fts.core.errors import ConfigError, DataError
@@ -98,10 +98,13 @@ def validate(rows: list[dict], model: str, max_example_tokens: int, where: str) 
 
 
 def price(train_cfg, model: str) -> float | None:
-    """USD per 1M training tokens of `model`: train.price_usd_per_1m, else the `train.prices` table."""
+    """USD per 1M training tokens of `model`: train.price_usd_per_1m, else its `training` price in the `train.prices`
+    table (conf/prices/openai.yaml; an entry may also be a bare number, the training price)."""
     if train_cfg.price_usd_per_1m is not None:
         return float(train_cfg.price_usd_per_1m)
     value = (train_cfg.prices or {}).get(model)
+    if isinstance(value, Mapping):
+        value = value.get("training")
     if value is None and train_cfg.max_usd is not None:
         raise ConfigError(
             f"train.prices has no price for model {model!r}, so the budget train.max_usd cannot be checked. Set "

@@ -67,7 +67,7 @@ def moderate(examples: list[Example], cfg: DictConfig, out: Path | None) -> list
 
 
 def endpoint(cfg: DictConfig) -> Endpoint:
-    api = Endpoint.from_config("mitigation", cfg)
+    api = Endpoint.from_config("mitigation", cfg, model_field="model")
     api.preflight()  # a missing key fails here, before any model loads
     return api
 
