@@ -193,6 +193,7 @@ def fine_tune(
         sft_kwargs["bf16"] = bf16_fast()
         log.info("train.bf16=auto: bf16 mixed precision %s", "on" if sft_kwargs["bf16"] else "off (no native bf16)")
     sft_kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
+    sft_kwargs.pop("kind", None)  # fts's own key: which fine-tuner the train group is for (fts.validate)
     for old, new in (
         ("gradient_checkpointing", "activation_checkpointing"),
         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
