@@ -50,6 +50,7 @@ NOT_RESULT_KEYS = (
     "peft.supports.*",
     "peft.trains",
     "train.kind",
+    "mitigation._target_",
 )
 
 

@@ -7,6 +7,7 @@ from fts.core.secrets import config_secrets
 from fts.data.formats import FORMAT_KEYS, LOADERS, data_files, locate
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import model_problems, peft_problems
+from fts.stages.mitigation import moderation
 from fts.validate.rules import range_problems
 
 # What to tell the user when a required (`???`) value is missing.
@@ -59,8 +60,8 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if not cfg.judge:
         problems.append("judge: select at least one judge, e.g. judge=keyword.")
-    if cfg.mitigation.name == "moderation" and cfg.mitigation.action not in ("report", "drop"):
-        problems.append(f"mitigation.action must be report or drop, got {cfg.mitigation.action!r}.")
+    if cfg.mitigation.name == "moderation":
+        problems += moderation.action_problems(cfg.mitigation.action)
     return problems + data_problems(cfg)
 
 
