@@ -117,6 +117,12 @@ def test_api_models_select_peft_none_and_any_other_peft_is_refused_wherever_it_c
         validate(compose_run(["peft=none"], tmp_path))
 
 
+def test_headline_judge_must_be_one_of_the_runs_judges(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.headline_judge=keyword is not one of the run's judges \(gpt4\)"):
+        validate(compose_run(["judge=gpt4"], tmp_path))
+    validate(compose_run(["judge=gpt4", "eval.headline_judge=gpt4"], tmp_path))
+
+
 def test_missing_data_file_names_key_and_builtin_choices(tmp_path):
     cfg = compose_run(["eval.benchmark=/nope/prompts.jsonl"], tmp_path)
     with pytest.raises(ConfigError, match=r"eval\.benchmark: '/nope/prompts.jsonl' does not exist.*builtin:"):

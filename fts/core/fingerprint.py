@@ -50,6 +50,7 @@ NOT_RESULT_KEYS = (
     "peft.supports.*",
     "peft.trains",
     "train.kind",
+    "eval.headline_judge",
     "mitigation._target_",
 )
 

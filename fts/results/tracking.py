@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fts.core.config import build
 from fts.core.errors import ConfigError
+from fts.core.records import BASELINE, FINETUNED, VARIANTS
 from fts.core.secrets import redact_text, scrub, scrub_arg, secret_env_values
 from fts.results.plots import per_category_figure
 from fts.results.schema import flatten, judge_order
@@ -238,7 +239,7 @@ class WandbTracker(Tracker):
 
 def per_category_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     rows = []
-    for side in ("baseline", "finetuned", "baseline_triggered", "finetuned_triggered"):
+    for side in [s + variant for variant in VARIANTS for s in (BASELINE, FINETUNED)]:
         for category, values in metrics.get(side, {}).get("per_category", {}).items():
             for judge, m in values.items():
                 if isinstance(m, dict) and m.get("asr") is not None:

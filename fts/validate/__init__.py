@@ -60,6 +60,11 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if not cfg.judge:
         problems.append("judge: select at least one judge, e.g. judge=keyword.")
+    elif cfg.eval.get("headline_judge") not in cfg.judge:
+        problems.append(
+            f"eval.headline_judge={cfg.eval.get('headline_judge')} is not one of the run's judges "
+            f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
+        )
     if cfg.mitigation.name == "moderation":
         problems += moderation.action_problems(cfg.mitigation.action)
     return problems + data_problems(cfg)
