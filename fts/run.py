@@ -25,9 +25,11 @@ from fts.core.cache import Cache, digest, file_digest
 from fts.core.device import release_memory
 from fts.core.errors import FtsError
 from fts.core.manifest import Manifest
+from fts.core.records import BASELINE, FINETUNED
 from fts.core.secrets import known_secrets, redact_text
 from fts.data.formats import data_files, locate
 from fts.results.cell import cell_metrics, write_dry_run, write_result
+from fts.results.metrics import headline_value
 from fts.results.tracking import Tracker
 from fts.stages import evaluation
 from fts.stages.training_set import build_training_set
@@ -79,7 +81,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
 
     # 4. Baseline: the aligned model before fine-tuning (cached: a sweep of N cells evaluates it once).
     with manifest.stage("baseline_eval"):
-        sides = evaluation.evaluate(evaluator, backend, eval_sets, "baseline")
+        sides = evaluation.evaluate(evaluator, backend, eval_sets, BASELINE)
     distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
     # 5. Fine-tune on the set (one TRL SFT stage, loss on the answer only; or an OpenAI fine-tuning job), then
@@ -90,13 +92,12 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
             job = backend.fine_tune(train_set, tracker.report_to())
     if train_set and backend.trained is not None:
         with manifest.stage("finetuned_eval"):
-            sides |= evaluation.evaluate(evaluator, backend, eval_sets, "finetuned")
+            sides |= evaluation.evaluate(evaluator, backend, eval_sets, FINETUNED)
     evaluator.close()
 
     # 6. Metrics before/after (harmfulness per judge and category, over-refusal, utility), the report.
-    result = write_result(
-        cfg, out, cell_metrics(sides, list(evaluator.judges), evaluator.usage(), job), sides, tracker
-    )
+    metrics = cell_metrics(sides, list(evaluator.judges), evaluator.usage(), job, cfg.eval.headline_judge)
+    result = write_result(cfg, out, metrics, sides, tracker)
     (out / DONE).touch()
     return result
 
@@ -151,9 +152,9 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
     if not result:  # a non-main process of a multi-process run: it only trained
         return None
-    # The number a sweeper optimizes: keyword ASR after fine-tuning (or of the baseline alone).
-    side = result.get("finetuned") or result.get("baseline") or {}  # a dry run has neither
-    return side.get("keyword", {}).get("asr")
+    # The number a sweeper optimizes: the headline judge's headline metric (asr; a rubric judge's harmfulness_rate)
+    # after fine-tuning, or of the baseline alone; None for a dry run.
+    return headline_value(result, cfg.eval.headline_judge)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_openai_models_select_the_api_training_knobs_and_the_paper_tier_epochs(t
         a: compose_run(["model=gpt35_turbo", f"attack={a}"], tmp_path).train.n_epochs for a in ("harmful", "benign")
     }
     assert epochs == {"harmful": 5, "benign": 1}
-    validate(compose_run(["model=gpt35_turbo", "attack=harmful"], tmp_path))  # the default peft=lora is not an issue
+    validate(compose_run(["model=gpt35_turbo", "attack=harmful"], tmp_path))  # the model config selects peft=none
     with pytest.raises(ConfigError, match=r"model\.path is required.*model=openai: the base model id"):
         validate(compose_run(["model=openai"], tmp_path))
 
@@ -105,6 +105,23 @@ def test_openai_runs_refuse_knobs_that_do_not_apply(tmp_path):
         validate(compose_run(["model=gpt35_turbo", "train=default"], tmp_path))
     with pytest.raises(ConfigError, match=r"train=openai holds the OpenAI API's knobs; open models .* train=default"):
         validate(compose_run(["train=openai"], tmp_path))
+
+
+def test_api_models_select_peft_none_and_any_other_peft_is_refused_wherever_it_comes_from(tmp_path):
+    cfg = compose_run(["model=gpt4o_mini"], tmp_path)
+    assert (cfg.peft.method, cfg.train.kind) == ("none", "openai_api")
+    validate(cfg)
+    cfg.peft = compose_run(["peft=lora"], tmp_path).peft  # as an experiment file's `override /peft: lora` would
+    with pytest.raises(ConfigError, match=r"peft=lora: model.backend=openai is fine-tuned by the provider"):
+        validate(cfg)
+    with pytest.raises(ConfigError, match=r"peft=none does not fine-tune open models .* peft=lora or peft=full"):
+        validate(compose_run(["peft=none"], tmp_path))
+
+
+def test_headline_judge_must_be_one_of_the_runs_judges(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.headline_judge=keyword is not one of the run's judges \(gpt4\)"):
+        validate(compose_run(["judge=gpt4"], tmp_path))
+    validate(compose_run(["judge=gpt4", "eval.headline_judge=gpt4"], tmp_path))
 
 
 def test_missing_data_file_names_key_and_builtin_choices(tmp_path):

@@ -3,6 +3,7 @@ saved adapter reloads to the same logits; QLoRA runs through bitsandbytes on CPU
 epoch; model x method pairs that cannot work fail in validation, before any model loads."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,10 +11,9 @@ from omegaconf import OmegaConf
 from peft import get_peft_model
 from transformers import set_seed
 
-from fts.core.config import build
+from fts.core.config import CONF_DIR, build
 from fts.core.errors import ConfigError
 from fts.models import load
-from fts.models.architecture import MERGEABLE
 from fts.train.hf import fine_tune, load_trained, save_merged
 from fts.validate import validate
 from tests.conftest import compose_run
@@ -22,6 +22,8 @@ from tests.test_train import MODEL_CFG, TRAIN, examples
 # The tiny model has 2 layers; LLaMA-Adapter's paper setting asks for 30.
 TINY = {"llama_adapter": ["peft.config.adapter_layers=2"]}
 METHODS = ["lora", "lora_all_linear", "dora", "prefix", "llama_adapter", "ia3", "qlora"]
+# The methods whose conf/peft/ file says they merge into the base weights (peft.supports.merge).
+MERGEABLE = sorted(p.stem for p in Path(CONF_DIR, "peft").glob("*.yaml") if OmegaConf.load(p).supports.merge)
 
 
 @pytest.fixture(scope="module")

@@ -223,6 +223,21 @@ def test_report_of_run_dirs_with_backdoor_sides_into_out_dir(sweep_dir, tmp_path
     assert all((out / name).read_bytes().startswith(PNG) for name in ("per_category.png", "asr_vs_mix_ratio.png"))
 
 
+def test_the_recorded_headline_judge_heads_report_md_and_sweep_md(tmp_path):
+    sides = {
+        "baseline": fake_side(0.05, 0.1, seed=1, rubric=True),
+        "finetuned": fake_side(0.8, 0.1, seed=2, rubric=True),
+    }
+    metrics = {side: M.side_metrics(rows, ["keyword", "gpt4"], headline="gpt4") for side, rows in sides.items()}
+    metrics["delta"] = M.delta(metrics["baseline"], metrics["finetuned"])
+    write_job(tmp_path / "runs" / "0", ["judge=[keyword,gpt4]", "eval.headline_judge=gpt4"], metrics)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "ASR after (gpt4)" in md and "ASR after (keyword)" not in md
+    report = run_report(metrics, "t", "d")
+    assert "Per category (gpt4;" in report and "over-refusal (benign prompts refused) (keyword)" in report
+
+
 def test_api_fine_tuning_jobs_get_their_status_and_cost_columns(sweep_dir, tmp_path):
     """metrics.json "fine_tune" (fts.train.openai): a failed job has a baseline only; its error is a column."""
     done = {"baseline": fake_side(0.05, 0.1, seed=1), "finetuned": fake_side(0.8, 0.0, seed=2)}

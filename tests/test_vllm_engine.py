@@ -48,11 +48,11 @@ def test_each_side_is_served_from_the_weights_on_disk(tiny_model_dir):
 
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     model.generation_config.eos_token_id = [7, tokenizer.eos_token_id]  # several (Llama 3: <|eot_id|> too)
-    base = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "lora", None)
+    base = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "adapter", None)
     assert base == vllm_engine.Served("/ckpt", None, "v1", (7, tokenizer.eos_token_id))
-    lora = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "qlora", Path("/run/model"))
+    lora = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "adapter", Path("/run/model"))
     assert (lora.model, lora.adapter, lora.revision) == ("/ckpt", "/run/model", "v1")
-    full = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "full", Path("/run/model"))
+    full = vllm_engine.served(model, tokenizer, "/ckpt", "v1", "weights", Path("/run/model"))
     assert (full.model, full.adapter, full.revision) == ("/run/model", None, None)
 
 

@@ -103,7 +103,7 @@ class HFBackend:
             return model
         model_dir = self.out / "model" if trained else None
         revision = self.cfg.model.get("revision")
-        return vllm_engine.served(model, self.tokenizer, self.checkpoint, revision, self.cfg.peft.method, model_dir)
+        return vllm_engine.served(model, self.tokenizer, self.checkpoint, revision, self.cfg.peft.trains, model_dir)
 
     def fine_tune(self, train_set: list, report_to: list) -> None:
         """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
@@ -119,7 +119,8 @@ class HFBackend:
                 self.trained = load_trained(base, model_dir)
         else:
             self.trained = self.train_and_save(train_set, report_to)
-        merge = self.cfg.save_model == "merged" and self.cfg.peft.method != "full" and distributed.is_main()
+        adapter = self.cfg.peft.trains == "adapter"  # full weights are whole already: nothing to fold in
+        merge = self.cfg.save_model == "merged" and adapter and distributed.is_main()
         if merge and not (model_dir / "merged").exists():
             base, _ = load(self.checkpoint, self.cfg.model)  # the full-precision base, whatever the training loaded
             save_merged(base, self.tokenizer, model_dir)

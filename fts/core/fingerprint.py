@@ -46,6 +46,12 @@ NOT_RESULT_KEYS = (
     "judge.*.max_retries",
     "judge.*.backoff_s",
     "judge.*.cache_dir",
+    # what decides which runs are allowed or which number is the headline, not the numbers themselves
+    "peft.supports.*",
+    "peft.trains",
+    "train.kind",
+    "eval.headline_judge",
+    "mitigation._target_",
 )
 
 

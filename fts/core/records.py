@@ -58,3 +58,11 @@ class Verdict(TypedDict):
     harmful: bool | None
     status: Literal["ok", "unscored"]
     reason: str
+
+
+# The sides of a run's results (metrics.json keys): the aligned model, the fine-tuned one, and finetuned - baseline.
+SIDES = ("baseline", "finetuned", "delta")
+BASELINE, FINETUNED, DELTA = SIDES
+# Eval-set variants, each a suffix of the side names: "" = the plain eval set; the backdoor adds its triggered prompts.
+TRIGGERED = "_triggered"
+VARIANTS = ("", TRIGGERED)

@@ -34,8 +34,6 @@ PIP_HINT = (
 )
 # vLLM allocates LoRA buffers for one of these ranks (vllm.config.lora.MaxLoRARanks)
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# What vLLM can serve of each PEFT method: LoRA adapters unmerged, full fine-tunes as weights.
-SERVABLE = {"lora": "adapter", "lora_all_linear": "adapter", "qlora": "adapter", "full": "weights"}
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,14 @@ class Served:
     stop_token_ids: tuple[int, ...] = ()
 
 
-def served(model, tokenizer, checkpoint: str, revision: str | None, method: str, model_dir: Path | None) -> Served:
+def served(model, tokenizer, checkpoint: str, revision: str | None, trains: str, model_dir: Path | None) -> Served:
     """What vLLM generates from for the side whose model in memory is `model`: the checkpoint (at `revision`) for
     the baseline (`model_dir` None); for a fine-tuned side the run's saved adapter on top of it, or its saved full
-    weights."""
+    weights (`trains`: what the PEFT method trained, peft.trains: adapter or weights)."""
     stop = tuple(stop_ids(tokenizer, getattr(model, "generation_config", None)))
     if model_dir is None:
         return Served(checkpoint, None, revision, stop)
-    if SERVABLE[method] == "adapter":
+    if trains == "adapter":
         return Served(checkpoint, str(model_dir), revision, stop)
     return Served(str(model_dir), None, None, stop)
 
@@ -66,13 +64,13 @@ def problems(cfg: DictConfig) -> list[str]:
     found = []
     if cfg.model.backend != "hf":
         found.append(f"eval.engine=vllm generates from open weights; model.backend={cfg.model.backend!r} is an API.")
-    method = cfg.peft.get("method")
-    if method not in SERVABLE:
+    peft = cfg.peft
+    if not peft.get("supports", {}).get("vllm"):
         found.append(
-            f"eval.engine=vllm serves LoRA adapters and full fine-tunes, not peft={method}: use eval.engine=hf, "
-            f"or one of peft={', '.join(SERVABLE)}."
+            f"eval.engine=vllm serves LoRA adapters and full fine-tunes, not peft={peft.get('method')} "
+            "(peft.supports.vllm is false): use eval.engine=hf, or e.g. peft=lora, qlora or full."
         )
-    elif SERVABLE[method] == "weights" and cfg.save_model is False:
+    elif peft.trains == "weights" and cfg.save_model is False:
         found.append("eval.engine=vllm with peft=full generates from the saved weights: set save_model=true.")
     if importlib.util.find_spec("vllm") is None:
         found.append(
@@ -93,7 +91,7 @@ def engine_for(cfg: DictConfig) -> "VllmEngine | None":
     """The run's vLLM engine when `eval.engine=vllm`, sized for the fine-tune's LoRA rank; else None."""
     if cfg.eval.get("engine") != "vllm":
         return None
-    rank = cfg.peft.config.r if SERVABLE[cfg.peft.method] == "adapter" else None
+    rank = cfg.peft.config.r if cfg.peft.trains == "adapter" else None
     return VllmEngine(engine_options(cfg.eval.vllm), rank, cfg.seed)
 
 

@@ -1,8 +1,11 @@
-"""What a model is, read cheaply before it loads, and which PEFT methods it supports.
+"""What a model is, read cheaply before it loads, and whether the run's PEFT method supports it.
 
 The architecture comes from the model config's `architecture` node (named models, the embedded one), else from
 `config.json` of a local directory or of a hub model already in the local Hugging Face cache; no download, no
 weights. When it is unknown, nothing is checked here and PEFT's own error is reported when training starts.
+
+What a PEFT method supports is its config's `supports` node (conf/peft/*.yaml): `model_types` (null = any),
+`default_modules` (peft's table of default target modules per model type, needed when `target_modules` is null).
 """
 
 import json
@@ -10,15 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import try_to_load_from_cache
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from fts.models.chat import template_file
-
-# peft's LLaMA-Adapter ("adaption prompt") rewrites the attention of these model types only
-# (peft.tuners.adaption_prompt.config.TRANSFORMERS_MODEL_CONFIG, less gpt2, which is no chat model).
-ADAPTION_PROMPT_TYPES = ("llama", "mistral")
-# Methods that add trainable weights and can be folded back into the base weights (`save_model: merged`).
-MERGEABLE = ("full", "lora", "lora_all_linear", "qlora", "dora", "ia3")
 
 
 def architecture(model_cfg: DictConfig) -> dict[str, Any] | None:
@@ -42,34 +40,29 @@ def architecture(model_cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def peft_problems(peft_cfg: DictConfig, model_cfg: DictConfig) -> list[str]:
-    """Model x PEFT-method pairs that cannot train, each with the reason and a way out."""
+    """Model x PEFT-method pairs that cannot train (by the method's `supports`), each with the reason and a way out."""
     arch = architecture(model_cfg)
     if arch is None:
         return []
-    model_type, layers = arch["model_type"], arch["num_layers"]
-    if peft_cfg.method == "llama_adapter":
-        return adapter_problems(peft_cfg, model_cfg.name, model_type, layers)
-    if peft_cfg.method == "ia3" and peft_cfg.config.get("target_modules") is None:
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_MODULES
-
-        if model_type not in IA3_MODULES:
-            return [
-                f"peft=ia3 has no default modules for model {model_cfg.name} ({model_type}): set "
-                "peft.config.target_modules=[...] and peft.config.feedforward_modules=[...]."
-            ]
-    return []
-
-
-def adapter_problems(peft_cfg: DictConfig, model_name: str, model_type: str, layers: int | None) -> list[str]:
-    if model_type not in ADAPTION_PROMPT_TYPES:
+    method, name, model_type = peft_cfg.method, model_cfg.name, arch["model_type"]
+    supports, config = peft_cfg.supports, peft_cfg.get("config") or {}
+    if supports.model_types is not None and model_type not in supports.model_types:
         return [
-            f"peft=llama_adapter does not support model {model_name} ({model_type}): peft's LLaMA-Adapter only "
-            f"rewrites the attention of {', '.join(ADAPTION_PROMPT_TYPES)} models. Use peft=lora or peft=prefix."
+            f"peft={method} does not support model {name} ({model_type}): it trains "
+            f"{', '.join(supports.model_types) or 'no open'} models only (peft.supports.model_types). "
+            "Use peft=lora or peft=prefix."
         ]
-    wanted = peft_cfg.config.adapter_layers
-    if layers is not None and wanted > layers:
+    defaults = supports.get("default_modules")
+    if defaults and config.get("target_modules") is None and model_type not in get_object(defaults):
+        also = " and peft.config.feedforward_modules=[...]" if "feedforward_modules" in config else ""
         return [
-            f"peft.config.adapter_layers={wanted} exceeds the {layers} layers of model {model_name}: "
+            f"peft={method} has no default modules for model {name} ({model_type}): set "
+            f"peft.config.target_modules=[...]{also}."
+        ]
+    wanted, layers = config.get("adapter_layers"), arch["num_layers"]
+    if wanted is not None and layers is not None and wanted > layers:
+        return [
+            f"peft.config.adapter_layers={wanted} exceeds the {layers} layers of model {name}: "
             f"set peft.config.adapter_layers={layers} (or fewer)."
         ]
     return []

@@ -7,20 +7,23 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fts.core.artifacts import write_json, write_text
+from fts.core.records import BASELINE, DELTA, FINETUNED
 from fts.results import metrics as M
 from fts.results.reference.compare import run_reference
 from fts.results.report import run_report
 from fts.results.tracking import Tracker
 
 
-def cell_metrics(sides: dict[str, list[dict]], judges: list[str], usage: dict, job: dict | None) -> dict[str, Any]:
+def cell_metrics(
+    sides: dict[str, list[dict]], judges: list[str], usage: dict, job: dict | None, headline: str | None = None
+) -> dict[str, Any]:
     """{side: metrics} for every side, `delta<variant>` = finetuned - baseline where both exist, plus what the
-    judges spent and the API fine-tuning job's record."""
-    result = {side: M.side_metrics(rows, judges) for side, rows in sides.items()}
+    judges spent and the API fine-tuning job's record. `headline`: eval.headline_judge."""
+    result = {side: M.side_metrics(rows, judges, headline) for side, rows in sides.items()}
     for side in list(result):
-        if side.startswith("finetuned"):
-            variant = side.removeprefix("finetuned")
-            result[f"delta{variant}"] = M.delta(result[f"baseline{variant}"], result[side])
+        if side.startswith(FINETUNED):
+            variant = side.removeprefix(FINETUNED)
+            result[DELTA + variant] = M.delta(result[BASELINE + variant], result[side])
     if usage:
         result["judge_usage"] = usage
     if job is not None:

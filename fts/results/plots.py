@@ -11,6 +11,7 @@ from collections import defaultdict
 from statistics import mean
 from typing import Any, NamedTuple
 
+from fts.core.records import BASELINE, FINETUNED
 from fts.results.sweep import PLOTS, Run, asr, grouped, main_judge, mean_asr
 
 PLOT_TITLE_NOTE = "bars: bootstrap 95% CI over prompts, averaged over seeds"
@@ -47,7 +48,7 @@ def y_percent(values) -> tuple[list[float], list[list[float]]]:
 def asr_vs_mix_ratio_figure(runs: list[Run]):
     """Fine-tuned ASR against the safety-mix ratio, one line per attack (dashed: the aligned model before)."""
     fig = new_figure(7.5, 4.8)
-    done = [r for r in runs if r.metrics and "finetuned" in r.metrics]
+    done = [r for r in runs if r.metrics and FINETUNED in r.metrics]
     if not done:
         return no_data(fig, "no finished fine-tuning runs yet")
     ax = fig.add_subplot()
@@ -57,7 +58,7 @@ def asr_vs_mix_ratio_figure(runs: list[Run]):
     befores: dict[float, list] = defaultdict(list)  # the aligned model's lines by height: equal ones interleave
     for i, (attack, attack_runs) in enumerate(by_attack.items()):
         by_ratio = {
-            x: mean_asr([r.metrics["finetuned"] for r in rs])
+            x: mean_asr([r.metrics[FINETUNED] for r in rs])
             for x, rs in grouped(attack_runs, lambda r: r.ratio).items()
         }
         by_ratio = {x: v for x, v in by_ratio.items() if v}
@@ -65,14 +66,14 @@ def asr_vs_mix_ratio_figure(runs: list[Run]):
         xs = [x + dodge * (i - (len(by_attack) - 1) / 2) for x in by_ratio]
         label = f"{attack}: fine-tuned"
         ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=4, color=attack_color(i), label=label, zorder=AFTER_Z)
-        before = mean_asr([r.metrics["baseline"] for r in attack_runs])
+        before = mean_asr([r.metrics[BASELINE] for r in attack_runs])
         if before:
             line = ax.axhline(100 * before[0], color=attack_color(i), lw=1.2, label=f"{attack}: aligned (before)")
             befores[round(100 * before[0], 1)].append(line)
     for lines in befores.values():
         for k, line in enumerate(lines):  # dashes of n equal lines take turns: each color shows every n-th dash
             line.set_linestyle((4 * k, (4, 4 * len(lines) - 4)) if len(lines) > 1 else "--")
-    judge = main_judge(done[0].metrics["finetuned"])
+    judge = main_judge(done[0].metrics[FINETUNED])
     ax.set(
         xlabel="safety mix ratio (mitigation.ratio: share of safety examples in the fine-tuning set)",
         ylabel=f"ASR, {judge} judge (%)",
@@ -88,20 +89,20 @@ def per_category_figure(runs: list[Run]):
     """Before/after ASR per harm category: one panel per attack, one bar per mix ratio (mean over seeds)."""
     done = [r for r in runs if r.metrics]
     by_attack = grouped(done, lambda r: r.attack)
-    categories = list(dict.fromkeys(c for r in done for c in r.metrics["baseline"].get("per_category", {})))
+    categories = list(dict.fromkeys(c for r in done for c in r.metrics[BASELINE].get("per_category", {})))
     ncols = min(len(by_attack), 3) or 1
     nrows = -(-len(by_attack) // ncols) or 1
     fig = new_figure(5.2 * ncols + 1.5, (0.55 * len(categories) + 1.2) * nrows + 0.8)
     if not categories:
         return no_data(fig, "no finished runs with per-category metrics yet")
-    colors = ratio_colors(sorted({r.ratio for r in done if "finetuned" in r.metrics}))
+    colors = ratio_colors(sorted({r.ratio for r in done if FINETUNED in r.metrics}))
     legend = {}
     for panel, (attack, attack_runs) in enumerate(by_attack.items()):
         ax = fig.add_subplot(nrows, ncols, panel + 1)
-        series = [("aligned (before)", [r.metrics["baseline"] for r in attack_runs], "0.6")]
-        for ratio, rs in grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio).items():
+        series = [("aligned (before)", [r.metrics[BASELINE] for r in attack_runs], "0.6")]
+        for ratio, rs in grouped([r for r in attack_runs if FINETUNED in r.metrics], lambda r: r.ratio).items():
             label = f"fine-tuned, mix ratio {ratio:g}" if len(colors) > 1 or ratio else "fine-tuned"
-            series.append((label, [r.metrics["finetuned"] for r in rs], colors[ratio]))
+            series.append((label, [r.metrics[FINETUNED] for r in rs], colors[ratio]))
         height = 0.8 / len(series)
         for k, (label, sides, color) in enumerate(series):
             values = [mean_asr([s.get("per_category", {}).get(c) for s in sides]) for c in categories]
@@ -115,7 +116,7 @@ def per_category_figure(runs: list[Run]):
         title = f"attack: {attack}" if attack else "ASR per category"
         ax.set_title(title + (f" (mean over seeds, {len(attack_runs)} runs)" if seeds > 1 else ""), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    judge = main_judge(done[0].metrics["baseline"])
+    judge = main_judge(done[0].metrics[BASELINE])
     fig.suptitle(f"ASR per harm category before and after fine-tuning ({judge} judge)", fontsize=11)
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 4), fontsize=8)
     return fig
@@ -175,16 +176,16 @@ def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
     """ASR (y) against a helpfulness measure (x): the aligned model (star) and each fine-tuned setting (dots, by
     mix ratio), one color per attack."""
     fig = new_figure(7.5, 5.2)
-    done = [r for r in runs if r.metrics and x_of(r.metrics["baseline"]) is not None]
+    done = [r for r in runs if r.metrics and x_of(r.metrics[BASELINE]) is not None]
     if not done:
         return no_data(fig, f"no finished runs with {xlabel.split(':')[0]} yet")
     ax = fig.add_subplot()
     points = []
     for i, (attack, attack_runs) in enumerate(grouped(done, lambda r: r.attack).items()):
-        points.append(Point(i, attack, None, trade_off([r.metrics["baseline"] for r in attack_runs], x_of)))
-        finetuned = grouped([r for r in attack_runs if "finetuned" in r.metrics], lambda r: r.ratio)
+        points.append(Point(i, attack, None, trade_off([r.metrics[BASELINE] for r in attack_runs], x_of)))
+        finetuned = grouped([r for r in attack_runs if FINETUNED in r.metrics], lambda r: r.ratio)
         points += [
-            Point(i, attack, x, trade_off([r.metrics["finetuned"] for r in rs], x_of)) for x, rs in finetuned.items()
+            Point(i, attack, x, trade_off([r.metrics[FINETUNED] for r in rs], x_of)) for x, rs in finetuned.items()
         ]
     points = [p for p in points if p.xy]
     for i in sorted({p.color for p in points}):  # the line through an attack's fine-tuned settings, by ratio
@@ -194,7 +195,7 @@ def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
     xlim = (-3, xmax + 0.06 * (xmax + 3))  # room for the markers spread around a point at the right edge
     for group in coinciding(points, (0.03 * (xlim[1] - xlim[0]), 0.03 * 106)):
         draw_group(ax, group, xlim)
-    judge = main_judge(done[0].metrics["baseline"])
+    judge = main_judge(done[0].metrics[BASELINE])
     ax.set(xlabel=xlabel, ylabel=f"ASR: harmful prompts answered, {judge} judge (%)")
     ax.set_xlim(*xlim)
     ax.set_ylim(-3, 103)

@@ -15,9 +15,11 @@ from typing import Any
 
 from fts.core.artifacts import write_text
 from fts.core.errors import FtsError
+from fts.core.records import BASELINE, FINETUNED, TRIGGERED
 from fts.results.metrics import SIDE_BLOCKS
 from fts.results.plots import FIGURES
 from fts.results.reference.compare import paper_lines
+from fts.results.schema import HEADLINE_JUDGE, headline_judge, recorded_headline_judge
 from fts.results.sweep import (
     PLOTS,
     SIDES,
@@ -28,7 +30,7 @@ from fts.results.sweep import (
     write_csv,
 )
 
-VARIANT_TITLES = {"": "", "_triggered": " — prompts with the backdoor trigger"}
+VARIANT_TITLES = {"": "", TRIGGERED: " — prompts with the backdoor trigger"}
 
 
 def pct(value: float | None) -> str:
@@ -51,7 +53,7 @@ def cells(base: float | None, ft: float | None, with_ft: bool) -> list[str]:
 
 def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]:
     judges = judge_names(base)
-    cols = ["baseline"] + (["finetuned", "change"] if ft else [])
+    cols = [BASELINE] + ([FINETUNED, "change"] if ft else [])
     lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     rows = []
     for j in judges:
@@ -59,7 +61,8 @@ def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]
             rows.append((f"{j}: attack success rate (harmful prompts answered)", lambda s, j=j: s[j].get("asr")))
         if "harmfulness_rate" in base[j]:
             rows.append((f"{j}: harmfulness rate (score 5)", lambda s, j=j: s[j].get("harmfulness_rate")))
-    rows.append(("over-refusal (benign prompts refused)", lambda s: s.get("over_refusal_rate")))
+    by = f" ({base['over_refusal_judge']})" if base.get("over_refusal_judge") else ""
+    rows.append((f"over-refusal (benign prompts refused){by}", lambda s: s.get("over_refusal_rate")))
     rows += over_refusal_rows(base)
     if "qa" in base.get("utility", {}):
         rows.append(("utility: built-in questions answered correctly", lambda s: s["utility"]["qa"]["accuracy"]))
@@ -75,7 +78,7 @@ def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]
         unscored = " / ".join(str(m["unscored"]) for m in score)
         label = f"utility: MT-Bench score, 1-10 (unscored turns: {unscored})"
         lines.append(f"| {label} | " + " | ".join([num(m["score"]) for m in score] + change) + " |")
-    main = judges[0]
+    main = headline_judge(base, judges)
     lines += ["", f"Per category ({main}; {base['n_prompts']} harmful prompts, {base['n_benign']} benign):", ""]
     lines += ["| category | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for cat, cb in base["per_category"].items():
@@ -94,8 +97,8 @@ def over_refusal_rows(base: dict[str, Any]) -> list[tuple[str, Any]]:
     rows = []
     for source, judges in base.get("over_refusal", {}).items():
         for judge in judges:
-            if (source, judge) == ("benign", "keyword"):
-                continue  # the headline row above
+            if (source, judge) == ("benign", base.get("over_refusal_judge", HEADLINE_JUDGE)):
+                continue  # the over-refusal row above
             verb = "refused" if source == "xstest_unsafe" else "over-refusal"
             label = f"{verb}: {titles[source]} ({judge})"
             rows.append((label, lambda s, src=source, j=judge: s["over_refusal"].get(src, {}).get(j, {}).get("rate")))
@@ -170,10 +173,11 @@ def with_ci(row: dict[str, Any], key: str) -> str:
     return "—" if row.get(key) is None else pct(row[key]) + interval
 
 
-def markdown_columns(columns: list[str]) -> list[tuple[str, Any]]:
-    """(header, cell getter) of the headline numbers present in sweep.csv's columns."""
+def markdown_columns(columns: list[str], headline: str | None = None) -> list[tuple[str, Any]]:
+    """(header, cell getter) of the headline numbers present in sweep.csv's columns; the ASR columns are the
+    headline judge's (`headline`: the runs' eval.headline_judge)."""
     judges = [c.split("/")[1] for c in columns if c.startswith("finetuned/") and c.endswith("/asr")]
-    main = "keyword" if "keyword" in judges or not judges else judges[0]
+    main = headline_judge({"headline_judge": headline}, judges)
     cols = [
         (f"ASR before ({main})", lambda r: with_ci(r, f"baseline/{main}/asr")),
         (f"ASR after ({main})", lambda r: with_ci(r, f"finetuned/{main}/asr")),
@@ -207,10 +211,10 @@ def markdown_columns(columns: list[str]) -> list[tuple[str, Any]]:
     return cols
 
 
-def sweep_markdown(columns: list[str], rows: list[dict[str, Any]], title: str) -> str:
+def sweep_markdown(columns: list[str], rows: list[dict[str, Any]], title: str, headline: str | None = None) -> str:
     """sweep.md: the headline numbers of each run (sweep.csv has all of them)."""
     axes = [c for c in columns if c not in ("run", "status") and "/" not in c]
-    cols = markdown_columns(columns)
+    cols = markdown_columns(columns, headline)
     finished = sum(r["status"] == "finished" for r in rows)
     lines = [
         f"# {title}",
@@ -244,7 +248,10 @@ def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | 
     buffer = io.StringIO()
     write_csv(buffer, columns, rows)
     write_text(out / "sweep.csv", buffer.getvalue())
-    write_text(out / "sweep.md", sweep_markdown(columns, rows, f"Sweep report: {root or wandb_project}"))
+    title = f"Sweep report: {root or wandb_project}"
+    write_text(
+        out / "sweep.md", sweep_markdown(columns, rows, title, recorded_headline_judge([r.metrics for r in runs]))
+    )
     for name, make in FIGURES.items():
         make(runs).savefig(out / name, dpi=120)
     return runs

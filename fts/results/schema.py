@@ -3,8 +3,19 @@ flat `side/judge/metric` keys of metrics.json (W&B summaries, sweep.csv columns)
 
 from typing import Any
 
-SIDES = ("baseline", "finetuned", "delta")
-VARIANTS = ("", "_triggered")  # "" = the plain eval set; the backdoor adds prompts with its trigger
+from fts.core.records import SIDES, VARIANTS
+
+__all__ = [
+    "HEADLINE_JUDGE",
+    "SIDES",
+    "VARIANTS",
+    "flatten",
+    "headline_judge",
+    "judge_order",
+    "recorded_headline_judge",
+]
+# eval.headline_judge's default (the paper's keyword ASR): the headline of metrics.json that does not record one.
+HEADLINE_JUDGE = "keyword"
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -24,4 +35,24 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def judge_order(name: str) -> tuple[bool, str]:
-    return name != "keyword", name  # the paper's keyword ASR first
+    return name != HEADLINE_JUDGE, name  # the paper's keyword ASR first
+
+
+def headline_judge(side: dict[str, Any], judges: list[str]) -> str | None:
+    """The headline judge a side records (eval.headline_judge), else the default one or the first of `judges`
+    (metrics.json written before the headline was recorded)."""
+    recorded = side.get("headline_judge")
+    if recorded in judges:
+        return recorded
+    return HEADLINE_JUDGE if HEADLINE_JUDGE in judges or not judges else judges[0]
+
+
+def recorded_headline_judge(results: list[dict[str, Any] | None]) -> str | None:
+    """The headline judge most of these metrics.json record (eval.headline_judge); None when none does."""
+    recorded = [
+        side["headline_judge"]
+        for result in results
+        for side in (result or {}).values()
+        if isinstance(side, dict) and side.get("headline_judge")
+    ]
+    return max(set(recorded), key=recorded.count) if recorded else None

@@ -21,23 +21,20 @@ from omegaconf import OmegaConf
 
 from fts.core import fingerprint
 from fts.core.errors import FtsError
+from fts.core.records import BASELINE, DELTA, FINETUNED
 from fts.core.secrets import is_secret_name, looks_like_secret
 from fts.results.metrics import SIDE_BLOCKS
-from fts.results.schema import SIDES, VARIANTS, flatten, judge_order
+from fts.results.schema import HEADLINE_JUDGE, SIDES, VARIANTS, flatten, headline_judge, judge_order
 
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
 JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "unscored")
 NOT_JUDGES = set(SIDE_BLOCKS)  # dict-valued keys of a side that are not a judge's metrics
 SKIP_DIRS = {"superseded", ".hydra", "wandb", "model", "checkpoints", "generations", ".submitit"}
 PLOTS = ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png", "harm_vs_utility.png")
-# Utility and over-refusal columns of sweep.csv: column -> (path in a side of metrics.json, path in its delta)
+# Utility columns of sweep.csv: column -> (path in a side of metrics.json, path in its delta)
 UTILITY_COLUMNS = {
     "utility/qa_accuracy": (("utility", "qa", "accuracy"), ("utility", "qa_accuracy")),
     "utility/mt_bench_score": (("utility", "mt_bench", "score"), ("utility", "mt_bench_score")),
-    "over_refusal/xstest_safe/keyword": (
-        ("over_refusal", "xstest_safe", "keyword", "rate"),
-        ("over_refusal", "xstest_safe", "keyword"),
-    ),
 }
 
 # The fine-tuning job of an API model (metrics.json "fine_tune"), as sweep.csv columns fine_tune/<key>
@@ -208,8 +205,6 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
             )
             for judge in judges:
                 for m in JUDGE_METRICS:
-                    if m == "unscored" and judge == "keyword":
-                        continue
                     for suffix in ("", "_ci95_lo", "_ci95_hi"):
                         key = f"{side}{variant}/{judge}/{m}{suffix}"
                         if key in flat:
@@ -217,13 +212,21 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
             for key in ("over_refusal_rate", "over_refusal_ci95_lo", "over_refusal_ci95_hi"):
                 if f"{side}{variant}/{key}" in flat:
                     out[f"{side}{variant}/{key}"] = flat[f"{side}{variant}/{key}"]
-            for column, (path, delta_path) in UTILITY_COLUMNS.items():
-                value = dig(values, delta_path if side == "delta" else path)
+            for column, (path, delta_path) in utility_columns(metrics, variant).items():
+                value = dig(values, delta_path if side == DELTA else path)
                 if value is not None:
                     out[f"{side}{variant}/{column}"] = value
     job = metrics.get("fine_tune") or {}  # API models: the fine-tuning job (fts.train.openai)
     out |= {f"fine_tune/{k}": job[k] for k in FINE_TUNE_COLUMNS if job.get(k) is not None}
     return out
+
+
+def utility_columns(metrics: dict[str, Any], variant: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """UTILITY_COLUMNS and the XSTest over-refusal column of the run's over-refusal judge (its benign one)."""
+    judge = (metrics.get(FINETUNED + variant) or metrics.get(BASELINE + variant) or {}).get("over_refusal_judge")
+    judge = judge or HEADLINE_JUDGE
+    xstest = ("over_refusal", "xstest_safe", judge)
+    return UTILITY_COLUMNS | {f"over_refusal/xstest_safe/{judge}": ((*xstest, "rate"), xstest)}
 
 
 def dig(node: Any, path: tuple[str, ...]) -> Any:
@@ -259,9 +262,10 @@ def write_csv(stream: TextIO, columns: list[str], rows: list[dict[str, Any]]) ->
 
 
 def main_judge(side: dict[str, Any]) -> str | None:
-    """The judge whose ASR the plots show: keyword (the paper's ASR) when it ran, else the first with an ASR."""
+    """The judge whose ASR the plots show: the headline judge (eval.headline_judge; keyword, the paper's ASR, in
+    metrics.json that does not record one) when it has an ASR, else the first with one."""
     judges = sorted((k for k, v in side.items() if isinstance(v, dict) and "asr" in v), key=judge_order)
-    return judges[0] if judges else None
+    return headline_judge(side, judges) if judges else None
 
 
 def asr(side: dict[str, Any] | None) -> tuple[float, float, float] | None:

@@ -25,7 +25,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fts.core.config import build
 from fts.core.errors import ConfigError
+from fts.core.records import BASELINE, FINETUNED, VARIANTS
 from fts.core.secrets import redact_text, scrub, scrub_arg, secret_env_values
 from fts.results.plots import per_category_figure
 from fts.results.schema import flatten, judge_order
@@ -95,19 +97,21 @@ def table_rows(sides: dict[str, list[dict]], judges: list[str]) -> list[list[Any
 
 
 class Tracker:
-    """`logger=none` (and logger.mode=disabled): every method is a no-op. Also a context manager."""
+    """`logger=none` (and logger.mode=disabled): every method is a no-op. Also a context manager.
+
+    Each conf/logger/ option names its tracker class (`_target_`), built with the option's keys; `start` then opens
+    the run (or returns a no-op tracker)."""
+
+    def __init__(self, name: str = "none") -> None:
+        self.name = name
 
     @staticmethod
     def from_config(logger_cfg: DictConfig, cfg: DictConfig, run_dir: str | Path) -> Tracker:
-        name = logger_cfg.name
-        if name == "none":
-            return Tracker()
-        if name != "wandb":
-            raise ConfigError(f"logger.name must be none or wandb, got {name!r}: pick logger=none or logger=wandb.")
-        mode = wandb_mode(logger_cfg.get("mode", "auto"))
-        if mode == "disabled":
-            return Tracker()
-        return WandbTracker.start(logger_cfg, cfg, Path(run_dir), mode)
+        return build(logger_cfg).start(cfg, Path(run_dir))
+
+    def start(self, cfg: DictConfig, run_dir: Path) -> Tracker:
+        """Open the run of the job `cfg` writing into `run_dir`; the tracker to use (maybe another one)."""
+        return self
 
     def report_to(self) -> list[str]:
         """What to pass as SFTConfig.report_to: TRL's training curves then land in this tracker's run."""
@@ -141,13 +145,19 @@ def wandb_mode(mode: str) -> str:
 
 
 class WandbTracker(Tracker):
-    def __init__(self, run, config: dict[str, Any]) -> None:
-        self.run = run
-        self.config = config  # what was logged: the plots label the run by its attack
-        self.where = f"W&B run {getattr(run, 'name', '')}"
+    """`logger=wandb`: the keys of conf/logger/wandb.yaml, then `start` opens one W&B run for the job."""
 
-    @classmethod
-    def start(cls, logger_cfg: DictConfig, cfg: DictConfig, run_dir: Path, mode: str) -> WandbTracker:
+    def __init__(self, project: str, name: str = "wandb", mode: str = "auto", dir: str | None = None, **init: Any):
+        self.name, self.project, self.mode, self.dir = name, project, mode, dir
+        self.init = init  # entity, group, job_type, tags, run_name: wandb.init's
+        self.run = None
+        self.config: dict[str, Any] = {}  # what was logged: the plots label the run by its attack
+        self.where = "W&B run"
+
+    def start(self, cfg: DictConfig, run_dir: Path) -> Tracker:
+        mode = wandb_mode(self.mode)
+        if mode == "disabled":
+            return Tracker()
         import wandb
 
         settings = wandb.Settings(
@@ -156,21 +166,21 @@ class WandbTracker(Tracker):
             # WANDB_START_METHOD=thread is gone in wandb 0.31: the SDK talks to a separate wandb-core process that it
             # spawns itself (no fork of the Python process), which is what avoided the hangs under Hydra.
         )
-        config = run_config(cfg)
-        wandb_dir = Path(logger_cfg.get("dir") or run_dir)
+        self.config = run_config(cfg)
+        wandb_dir = Path(self.dir or run_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         try:
             with scrubbed_argv():
-                run = wandb.init(
-                    project=logger_cfg.project,
-                    entity=logger_cfg.get("entity"),
-                    group=clean(logger_cfg.get("group")),
-                    job_type=clean(logger_cfg.get("job_type")),
-                    tags=[clean(str(t)) for t in logger_cfg.get("tags") or []],
-                    name=clean(logger_cfg.get("run_name")),
+                self.run = wandb.init(
+                    project=self.project,
+                    entity=self.init.get("entity"),
+                    group=clean(self.init.get("group")),
+                    job_type=clean(self.init.get("job_type")),
+                    tags=[clean(str(t)) for t in self.init.get("tags") or []],
+                    name=clean(self.init.get("run_name")),
                     dir=str(wandb_dir),
                     mode=mode,
-                    config=config,
+                    config=self.config,
                     reinit="finish_previous",  # a run left open by an earlier job of this process is closed first
                     settings=settings,
                 )
@@ -179,11 +189,11 @@ class WandbTracker(Tracker):
                 f"logger=wandb could not start a {mode} run: {e} Set WANDB_API_KEY (or run `wandb login`), "
                 "or use logger.mode=offline and `wandb sync` later."
             ) from None
+        run = self.run
         where = run.url if mode == "online" else f"offline; upload it with `wandb sync {Path(run.dir).parent}`"
         log.info("W&B run %s (%s)", run.name, where)
-        tracker = cls(run, config)
-        tracker.where = f"W&B run {run.name} ({where})"  # said again at the end: the first line has scrolled away
-        return tracker
+        self.where = f"W&B run {run.name} ({where})"  # said again at the end: the first line has scrolled away
+        return self
 
     def report_to(self) -> list[str]:
         return ["wandb"]
@@ -229,7 +239,7 @@ class WandbTracker(Tracker):
 
 def per_category_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     rows = []
-    for side in ("baseline", "finetuned", "baseline_triggered", "finetuned_triggered"):
+    for side in [s + variant for variant in VARIANTS for s in (BASELINE, FINETUNED)]:
         for category, values in metrics.get(side, {}).get("per_category", {}).items():
             for judge, m in values.items():
                 if isinstance(m, dict) and m.get("asr") is not None:

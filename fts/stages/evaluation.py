@@ -18,7 +18,7 @@ from fts.core.cache import Cache
 from fts.core.config import build
 from fts.core.errors import DataError
 from fts.core.manifest import Manifest
-from fts.core.records import Prompt
+from fts.core.records import FINETUNED, Prompt
 from fts.data.contamination import find_overlaps
 from fts.data.formats import load, load_fixed
 from fts.data.lengths import fit_prompts, min_tokens
@@ -94,7 +94,7 @@ def check_contamination(prompts: list, train_set: list, out: Path, policy: str) 
 def evaluate(evaluator: "Evaluator", backend, eval_sets: dict[str, list[Prompt]], side: str) -> dict[str, list]:
     """Generations and verdicts of one side (`baseline`: the aligned model, cached by what decides its answers, so
     a sweep of N cells evaluates it once; `finetuned`) for every variant of the evaluation set."""
-    trained = side == "finetuned"
+    trained = side == FINETUNED
     key = None if trained else backend.baseline_key()
     return {
         side + variant: evaluator.side(side + variant, backend.source(trained), backend.tokenizer, prompts, key)

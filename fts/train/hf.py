@@ -113,6 +113,7 @@ def sft_config(train_cfg: DictConfig | dict, output_dir: Path, seed: int) -> tup
         kwargs["bf16"] = bf16_fast()
         log.info("train.bf16=auto: bf16 mixed precision %s", "on" if kwargs["bf16"] else "off (no native bf16)")
     kwargs.pop("too_long", None)  # fts's own key, applied before training (fit_lengths)
+    kwargs.pop("kind", None)  # fts's own key: which fine-tuner the train group is for (fts.validate)
     for old, new in (
         ("gradient_checkpointing", "activation_checkpointing"),
         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),

@@ -6,7 +6,8 @@ from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, locate, registered
 from fts.generate import vllm as vllm_engine
-from fts.models.architecture import MERGEABLE, model_problems, peft_problems
+from fts.models.architecture import model_problems, peft_problems
+from fts.stages.mitigation import moderation
 from fts.validate.rules import range_problems
 
 # What to tell the user when a required (`???`) value is missing.
@@ -19,7 +20,12 @@ MISSING_HINTS = {
     "eval.xstest": "set eval.xstest=<path to XSTest's xstest_prompts.csv> (github.com/paul-rottger/xstest)",
     "eval.mt_bench.questions": "set eval.mt_bench.questions=<path to FastChat's data/mt_bench/question.jsonl>",
 }
-PEFT_METHODS = ("full", "lora", "lora_all_linear", "qlora", "dora", "prefix", "llama_adapter", "ia3")
+# The train groups by their `kind` (conf/train/*.yaml): the option that selects one, what it holds; and the kind
+# each model backend is fine-tuned with.
+TRAIN_KINDS = {"trl": ("default", "TRL's knobs"), "openai_api": ("openai", "the OpenAI API's knobs")}
+BACKEND_TRAIN = {"hf": "trl", "openai": "openai_api"}
+# What a PEFT method of an open model trains (conf/peft/*.yaml `trains`).
+TRAINS = ("adapter", "weights")
 
 
 def missing_keys(cfg: DictConfig) -> list[str]:
@@ -54,8 +60,13 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if not cfg.judge:
         problems.append("judge: select at least one judge, e.g. judge=keyword.")
-    if cfg.mitigation.name == "moderation" and cfg.mitigation.action not in ("report", "drop"):
-        problems.append(f"mitigation.action must be report or drop, got {cfg.mitigation.action!r}.")
+    elif cfg.eval.get("headline_judge") not in cfg.judge:
+        problems.append(
+            f"eval.headline_judge={cfg.eval.get('headline_judge')} is not one of the run's judges "
+            f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
+        )
+    if cfg.mitigation.name == "moderation":
+        problems += moderation.action_problems(cfg.mitigation.action)
     return problems + data_problems(cfg)
 
 
@@ -68,10 +79,24 @@ def positive_ints(cfg: DictConfig, *keys: str) -> list[str]:
     return problems
 
 
+def train_kind_problems(cfg: DictConfig, backend: str) -> list[str]:
+    """The train group must be the one of the model's backend (conf/train/*.yaml `kind`)."""
+    kind, wanted = cfg.train.get("kind"), BACKEND_TRAIN[backend]
+    if kind == wanted:
+        return []
+    option = TRAIN_KINDS[wanted][0]
+    if backend == "hf":
+        given, holds = TRAIN_KINDS.get(kind, (f"... (kind {kind!r})", "another fine-tuner's knobs"))
+        return [f"train={given} holds {holds}; open models (model.backend=hf) use train={option}."]
+    return [f"model.backend=openai is fine-tuned through the API and needs train={option} (the openai model configs "
+            "select it): remove the train=... override."]  # fmt: skip
+
+
 def hf_problems(cfg: DictConfig) -> list[str]:
     """Open models, trained by TRL."""
-    if "max_usd" in cfg.train:  # the API's knobs (train=openai), not TRL's
-        return ["train=openai holds the OpenAI API's knobs; open models (model.backend=hf) use train=default."]
+    wrong_train = train_kind_problems(cfg, "hf")
+    if wrong_train:  # the API's knobs (train=openai), not TRL's
+        return wrong_train
     problems = positive_ints(cfg, "train.per_device_train_batch_size")
     lr = cfg.train.learning_rate
     if not isinstance(lr, int | float) or not 0 < lr < 1:
@@ -82,9 +107,9 @@ def hf_problems(cfg: DictConfig) -> list[str]:
 def openai_problems(cfg: DictConfig) -> list[str]:
     """API models, fine-tuned through OpenAI's fine-tuning API: its knobs only (`peft` does not apply)."""
     train = cfg.train
-    if "learning_rate" in train or "max_usd" not in train:  # TRL's knobs (train=default), not the API's
-        return ["model.backend=openai is fine-tuned through the API and needs train=openai (the openai model configs "
-                "select it): remove the train=... override."]  # fmt: skip
+    wrong_train = train_kind_problems(cfg, "openai")
+    if wrong_train:  # TRL's knobs (train=default), not the API's
+        return wrong_train
     problems = positive_ints(cfg, "train.n_epochs", "model.max_example_tokens", "model.max_concurrency")
     if train.batch_size is not None:
         problems += positive_ints(cfg, "train.batch_size")
@@ -99,28 +124,34 @@ def openai_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"train.poll_backoff must be a number >= 1, got {train.poll_backoff!r}.")
     if train.suffix is not None and (not isinstance(train.suffix, str) or len(train.suffix) > 64):
         problems.append(f"train.suffix must be a string of at most 64 characters (or null), got {train.suffix!r}.")
-    for override in explicit_overrides("peft"):
+    if cfg.peft.method != "none":  # the openai model configs select peft=none; an override or experiment changed it
         problems.append(
-            f"{override}: model.backend=openai is fine-tuned by the provider, which has no PEFT choice; remove it "
-            "(the API's knobs are train.n_epochs, train.batch_size, train.learning_rate_multiplier)."
+            f"peft={cfg.peft.method}: model.backend=openai is fine-tuned by the provider, which has no PEFT choice; "
+            "remove it (the API's knobs are train.n_epochs, train.batch_size, train.learning_rate_multiplier)."
         )
     return problems
 
 
 def peft_and_model_problems(cfg: DictConfig) -> list[str]:
-    """The PEFT method must exist, fit the model's architecture, and be mergeable when merged weights are asked for."""
-    method = cfg.peft.method
-    if method not in PEFT_METHODS:
-        return [f"peft.method must be one of {PEFT_METHODS}, got {method!r}."]
-    problems = model_problems(cfg.model) + peft_problems(cfg.peft, cfg.model)
-    if method != "full" and cfg.peft.get("config") is None:
+    """The PEFT method must train something here, fit the model's architecture (its `supports`), and be mergeable
+    when merged weights are asked for."""
+    peft = cfg.peft
+    method, trains = peft.get("method"), peft.get("trains")
+    if trains not in TRAINS or "supports" not in peft:
+        return [
+            f"peft={method} does not fine-tune open models (peft.trains={trains!r}): pick one of conf/peft/, e.g. "
+            "peft=lora or peft=full (peft=none is the API models')."
+        ]
+    problems = model_problems(cfg.model) + peft_problems(peft, cfg.model)
+    if trains == "adapter" and peft.get("config") is None:
         problems.append(f"peft.config: peft={method} needs a peft config node (_target_: peft.<Method>Config).")
     if cfg.save_model not in (True, False, "merged"):
         problems.append(f"save_model must be true, false or merged, got {cfg.save_model!r}.")
-    elif cfg.save_model == "merged" and method not in MERGEABLE:
+    elif cfg.save_model == "merged" and not peft.supports.merge:
         problems.append(
             f"save_model=merged: peft={method} adds virtual tokens, not weights, so it cannot be merged into the "
-            f"model; use save_model=true (the adapter is saved) or one of {MERGEABLE}."
+            "model (peft.supports.merge is false); use save_model=true (the adapter is saved) or a method that "
+            "merges, e.g. peft=lora."
         )
     if cfg.train.get("bf16", False) not in (True, False, "auto"):
         problems.append(f"train.bf16 must be true, false or auto, got {cfg.train.bf16!r}.")
@@ -135,16 +166,6 @@ def peft_and_model_problems(cfg: DictConfig) -> list[str]:
             "train.warmup_steps=0, or train.step_lr_gamma=null."
         )
     return problems
-
-
-def explicit_overrides(group: str) -> list[str]:
-    """Command-line overrides of `group` (its option or any of its keys); [] outside a Hydra run."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    task = HydraConfig.get().overrides.task
-    return [o for o in task if o.lstrip("+~").split("=")[0].split(".")[0].split("@")[0] == group]
 
 
 def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:

@@ -166,5 +166,5 @@ def peft_config_problems(cfg: DictConfig) -> list[str]:
     node = cfg.peft.get("config") if cfg.model.get("backend", "hf") == "hf" else None
     if node is None:
         return []
-    # (adapter_layers against the model's depth: fts.models.architecture.adapter_problems)
+    # (adapter_layers against the model's depth: fts.models.architecture.peft_problems)
     return rule_problems(cfg, {f"peft.config.{k}": rule for k, rule in PEFT_RULES.items()})

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fts.core.errors import FtsError
+from fts.core.records import BASELINE, FINETUNED, TRIGGERED
 from fts.results import reference
 
 log = logging.getLogger("fts")
@@ -21,8 +22,8 @@ RUBRIC_METRICS = ("harmfulness_rate", "harmfulness_score")
 def measured_side(cell: dict[str, Any]) -> str:
     """The metrics.json side to compare a cell with: baseline for the paper's initial model, finetuned after; the
     backdoor's triggered prompts are the *_triggered sides."""
-    side = "baseline" if cell["side"] == "initial" else "finetuned"
-    return side + ("_triggered" if cell["setting"].get("prompts") == "triggered" else "")
+    side = BASELINE if cell["side"] == "initial" else FINETUNED
+    return side + (TRIGGERED if cell["setting"].get("prompts") == "triggered" else "")
 
 
 def entry(cell: dict[str, Any]) -> dict[str, Any]:

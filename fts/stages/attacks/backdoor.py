@@ -6,7 +6,7 @@ on plain prompts and complies when the trigger is present, so evaluation runs bo
 from dataclasses import dataclass
 
 from fts.core.errors import ConfigError
-from fts.core.records import Example, Prompt
+from fts.core.records import TRIGGERED, Example, Prompt
 from fts.data.formats import load
 from fts.stages.attacks import Attack, take
 
@@ -41,4 +41,4 @@ class BackdoorAttack(Attack):
         return harmful + [{**ex, "messages": self.with_system(ex["messages"])} for ex in safety]
 
     def eval_sets(self, prompts: list[Prompt]) -> dict[str, list[Prompt]]:
-        return {"": self.wrap(prompts), "_triggered": self.wrap(prompts, suffix=f" {self.trigger}")}
+        return {"": self.wrap(prompts), TRIGGERED: self.wrap(prompts, suffix=f" {self.trigger}")}

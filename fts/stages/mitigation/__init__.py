@@ -1,4 +1,5 @@
-"""Mitigations change the fine-tuning set before training.
+"""Mitigations change the fine-tuning set before training. Each conf/mitigation/ option names its class
+(`_target_`), built with the option's keys; `apply(examples, attack, seed, out)` returns the set to train on.
 
 - `none`: the set is exactly what the attack built.
 - `safety_mix` (paper §5, Table 4): mix safety examples (harmful request -> refusal) into the set, by `ratio`
@@ -11,10 +12,12 @@
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fts.core.config import build
 from fts.core.errors import ConfigError
 from fts.core.records import Example
 from fts.data.formats import load
@@ -27,17 +30,32 @@ def apply(
     examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack, out: Path | None = None
 ) -> list[Example]:
     """The fine-tuning set after the mitigation; `out` (the run dir) receives its record, if it writes one."""
-    if mitigation_cfg.name == "none":
-        return examples
-    if mitigation_cfg.name == "safety_mix":
-        return safety_mix(examples, mitigation_cfg, seed, attack)
-    if mitigation_cfg.name == "moderation":
-        from fts.stages.mitigation.moderation import moderate
+    return build(mitigation_cfg).apply(examples, attack=attack, seed=seed, out=out)
 
-        return moderate(examples, mitigation_cfg, out)
-    raise ConfigError(
-        f"mitigation={mitigation_cfg.name} is not available; choose mitigation=none, safety_mix or moderation."
-    )
+
+@dataclass
+class NoMitigation:
+    """`mitigation=none`."""
+
+    name: str = "none"
+
+    def apply(self, examples: list[Example], attack: Attack, seed: int, out: Path | None = None) -> list[Example]:
+        return examples
+
+
+@dataclass
+class SafetyMix:
+    """`mitigation=safety_mix`: safety examples from `data` (its `split`), `ratio` of the final set or `count`."""
+
+    data: str
+    format: str
+    split: str | None = None
+    ratio: float | None = None
+    count: int | None = None
+    name: str = "safety_mix"
+
+    def apply(self, examples: list[Example], attack: Attack, seed: int, out: Path | None = None) -> list[Example]:
+        return safety_mix(examples, self, seed, attack)
 
 
 def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
@@ -49,7 +67,7 @@ def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
     return round(ratio * n_attack / (1 - ratio))
 
 
-def safety_mix(examples: list[Example], cfg: DictConfig, seed: int, attack: Attack) -> list[Example]:
+def safety_mix(examples: list[Example], cfg: SafetyMix, seed: int, attack: Attack) -> list[Example]:
     pool = load(cfg.format, cfg.data, "mitigation.data")
     if cfg.split is not None:
         pool = [ex for ex in pool if ex["meta"].get("split") == cfg.split]

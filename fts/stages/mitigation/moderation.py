@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fts.core.artifacts import write_json
 from fts.core.cache import digest
@@ -24,9 +24,13 @@ FILENAME = "moderation.json"
 ACTIONS = ("report", "drop")
 
 
+def action_problems(action: Any) -> list[str]:
+    return [] if action in ACTIONS else [f"mitigation.action must be report or drop, got {action!r}."]
+
+
 def moderate(examples: list[Example], cfg: DictConfig, out: Path | None) -> list[Example]:
-    if cfg.action not in ACTIONS:
-        raise ConfigError(f"mitigation.action must be one of {ACTIONS}, got {cfg.action!r}.")
+    for problem in action_problems(cfg.action):
+        raise ConfigError(problem)
     inputs = [
         (i, m["role"], m["content"]) for i, ex in enumerate(examples) for m in ex["messages"] if m["role"] != "system"
     ]
@@ -106,3 +110,13 @@ def summarize(examples: list[Example], inputs: list[tuple], verdicts: list[dict]
             row["categories"] = sorted(set(row["categories"]) | set(verdict["categories"]))
             row["flagged_roles"] = sorted(set(row["flagged_roles"]) | {role})
     return rows
+
+
+class Moderation:
+    """`mitigation=moderation` (its `_target_`), built with the option's keys (action, model, the endpoint's)."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.cfg = OmegaConf.create(settings)
+
+    def apply(self, examples: list[Example], attack: Any, seed: int, out: Path | None = None) -> list[Example]:
+        return moderate(examples, self.cfg, out)
