@@ -371,6 +371,27 @@ def test_coinciding_trade_off_points_are_drawn_apart_and_labelled_once(coincidin
     assert {d.get_markeredgecolor() for d in dots} == {"white"}  # a rim that sets a dot off a star of its color
 
 
+def near_side(over_refusal: float, asr: float) -> dict:
+    return {"over_refusal_rate": over_refusal, "keyword": {"asr": asr, "asr_ci95": [asr, asr]}}
+
+
+def test_labels_of_near_points_do_not_overprint():
+    """The 2x2 mixing sweep on the embedded model: AOA's aligned model at (70%, 0%), its r=0.3 cell at (66.7%,
+    0.9%), r=0 at (80%, 0%): three groups, near enough for their labels to collide."""
+    cells = {0: near_side(0.80, 0.0), 0.3: near_side(0.667, 0.009)}
+    runs = [
+        Run(path=f"aoa-{r}", metrics={"baseline": near_side(0.70, 0.0), "finetuned": side},
+            config={"attack": {"name": "aoa"}, "mitigation": {"ratio": r}, "seed": 0})
+        for r, side in cells.items()
+    ]  # fmt: skip
+    fig = harm_vs_over_refusal_figure(runs)
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    assert sorted(t.get_text() for t in ax.texts) == ["aoa: before", "aoa: r=0", "aoa: r=0.3"]
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+
+
 def test_zero_bars_keep_a_marker_and_their_value(coinciding_runs):
     fig = per_category_figure(coinciding_runs)
     fig.draw_without_rendering()

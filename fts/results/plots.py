@@ -203,7 +203,23 @@ def trade_off_figure(runs: list[Run], x_of, xlabel: str, title: str):
     ax.grid(alpha=0.3)
     handles = dict(sorted(dict(zip(*ax.get_legend_handles_labels()[::-1], strict=True)).items()))  # one per label
     ax.legend(handles.values(), handles.keys(), fontsize=8)
+    separate_labels(fig, ax)
     return fig
+
+
+def separate_labels(fig, ax) -> None:
+    """Groups that are near but not coinciding (66.7% and 70% over-refusal at 0% ASR) get labels that can still
+    overprint: from the top down, a label that overlaps one above it moves below that one."""
+    fig.draw_without_rendering()  # the final layout, so that the boxes are where they will be drawn
+    placed = []
+    for label in sorted(ax.texts, key=lambda t: -t.get_window_extent().y1):
+        box = label.get_window_extent()
+        for other in placed:
+            if box.overlaps(other):
+                x, y = label.xyann
+                label.xyann = (x, y - (box.y1 - other.y0 + 2) * 72 / fig.dpi)  # display pixels -> points
+                box = label.get_window_extent()
+        placed.append(box)
 
 
 def coinciding(points: list[Point], tolerance: tuple[float, float]) -> list[list[Point]]:
