@@ -91,9 +91,15 @@ def hydra_files(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((out / ".hydra").glob("*.yaml"))}
 
 
+def short(value: Any, most: int = 48) -> str:
+    """A value as it reads in the message: a system prompt or a list is cut, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], most: int = 8) -> str:
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
-    shown = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys[:most]]
+    shown = [f"{k}: {short(old.get(k, '<unset>'))} -> {short(new.get(k, '<unset>'))}" for k in keys[:most]]
     more = f" (and {len(keys) - most} more)" if len(keys) > most else ""
     return "; ".join(shown) + more
 
