@@ -34,8 +34,8 @@ def interrupted(where: str | None) -> None:
     """What to do after Ctrl-C: every finished stage is on disk, and the same run dir resumes after it."""
     if where:
         hint = f"rerun the same command with {where} to resume where it stopped (finished stages are kept)"
-    else:
-        hint = "nothing was written yet; rerun the command"
+    else:  # in Hydra's own code: before the first job, or between the jobs of a sweep
+        hint = "rerun the same command (a sweep: with hydra.sweep.dir=<its dir>, to keep the cells it finished)"
     print(f"\nfts: interrupted; {hint}.", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_INTERRUPTED)
 

@@ -85,9 +85,12 @@ class HFBackend:
         max_tokens, policy = self.cfg.model.get("max_length"), self.cfg.eval.get("too_long", "fail")
         if max_tokens is None:
             return 0
+
+        def measure(prompt: dict) -> int:
+            return prompt_tokens(self.tokenizer, prompt["messages"])
+
         dropped = 0
         for variant, prompts in eval_sets.items():
-            measure = lambda p: prompt_tokens(self.tokenizer, p["messages"])  # noqa: E731
             eval_sets[variant], n = fit_prompts(prompts, max_tokens, policy, measure, "tokens")
             dropped += n
         return dropped

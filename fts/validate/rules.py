@@ -10,6 +10,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fts.core.fingerprint import RESUME_CHOICES
+from fts.data.lengths import TOO_LONG_CHOICES
+
 ABSENT = object()
 # A name fts joins into a path (logs/<task_name>/runs/...): one plain folder name, never `..`, `/` or absolute.
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][\w.=+,@-]*")
@@ -101,9 +104,9 @@ def range_problems(cfg: DictConfig) -> list[str]:
     if cfg.attack.name == "backdoor" and not str(cfg.attack.get("trigger") or "").strip():
         problems.append("attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words.")
     problems += choice_problems(cfg) + peft_config_problems(cfg)
-    if cfg.eval.get("too_long", "fail") not in ("fail", "drop"):
+    if cfg.eval.get("too_long", "fail") not in TOO_LONG_CHOICES:
         problems.append(f"eval.too_long must be fail or drop, got {cfg.eval.get('too_long')!r}.")
-    if cfg.get("resume", "auto") not in ("auto", "force"):
+    if cfg.get("resume", "auto") not in RESUME_CHOICES:
         problems.append(f"resume must be auto or force, got {cfg.get('resume')!r}.")
     return problems + name_problems(cfg)
 
