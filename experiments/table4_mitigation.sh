@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# bash experiments/table4_mitigation.sh <harmful 100-shot JSONL> <safety-tuned-llamas JSON> [extra overrides...]
-# Table 4 (mitigation by mixing safety data), Llama-2-7b-chat analogue of the paper's GPT-3.5 table: the tier-1
-# attack at 10/50/100 shots with 0/10/50/100 safety examples mixed in (the paper's columns), then the sweep report.
-# One GPU job per cell through submitit_local; use hydra/launcher=slurm on a cluster.
+# bash experiments/table4_mitigation.sh <safety_only_data_Instructions.json> <100 harmful pairs JSONL> <identity-shift-aoa.jsonl> <alpaca_data_no_safety.json> [overrides...]
+# Table 4 (mitigation by mixing Bianchi et al.'s safety data), GPT-3.5 Turbo, as the paper ran it: three rows, each
+# with its own safety counts (random samples, run seed), then one sweep report with the paper's numbers beside ours:
+#   100-shot harmful (5 epochs): 0 / 10 / 50 / 100 safety examples    experiment=table4_harmful
+#   AOA (10 examples, 10 epochs): 0 / 10 / 50 / 100                    experiment=table4_aoa
+#   Alpaca (1 epoch):             0 / 250 / 500 / 1000                 experiment=table4_alpaca
+# Needs OPENAI_API_KEY and a fine-tunable snapshot (gpt-3.5-turbo-0613 is retired): pass model.path=<snapshot>.
+# 12 fine-tuning jobs; each job's cost is estimated and checked against train.max_usd before its upload.
 set -euo pipefail
-harmful=${1:?path to the harmful demonstrations}; safety=${2:?path to safety-tuned-llamas JSON}; shift 2
+safety=${1:?path to safety_only_data_Instructions.json}; harmful=${2:?path to 100 harmful pairs}
+aoa=${3:?path to identity-shift-aoa.jsonl}; alpaca=${4:?path to the Alpaca JSON}; shift 4
 sweep_dir=logs/table4/multiruns/$(date +%Y-%m-%d_%H-%M-%S)
-python -m fts.run -m hydra/launcher=submitit_local experiment=table1_harmful \
-  attack.data="$harmful" attack.shots=10,50,100 \
-  mitigation=safety_mix mitigation.data="$safety" mitigation.format=safety_tuned_llamas mitigation.split=null \
-  mitigation.count=0,10,50,100 task_name=table4 hydra.sweep.dir="$sweep_dir" "$@"
+common=(mitigation.data="$safety" hydra.sweep.dir="$sweep_dir")
+python -m fts.run -m experiment=table4_harmful attack.data="$harmful" mitigation.count=0,10,50,100 \
+  hydra.sweep.subdir='harmful_${hydra.job.num}' "${common[@]}" "$@"
+python -m fts.run -m experiment=table4_aoa attack.data="$aoa" mitigation.count=0,10,50,100 \
+  hydra.sweep.subdir='aoa_${hydra.job.num}' "${common[@]}" "$@"
+python -m fts.run -m experiment=table4_alpaca dataset.path="$alpaca" mitigation.count=0,250,500,1000 \
+  hydra.sweep.subdir='alpaca_${hydra.job.num}' "${common[@]}" "$@"
 python -m fts.report "$sweep_dir"

@@ -27,7 +27,7 @@ from fts.core.errors import FtsError
 from fts.core.manifest import Manifest
 from fts.core.records import BASELINE, FINETUNED
 from fts.core.secrets import known_secrets, redact_text
-from fts.data.formats import data_files, locate
+from fts.data.formats import data_files, format_of, locate
 from fts.results.cell import cell_metrics, write_dry_run, write_result
 from fts.results.metrics import headline_value
 from fts.results.tracking import Tracker
@@ -61,7 +61,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     """The method: build the fine-tuning set, evaluate the aligned model, fine-tune, evaluate again, compare."""
     cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
     set_seed(cfg.seed)
-    manifest = Manifest(out, seed=cfg.seed, data=data_digests(cfg))
+    manifest = Manifest(out, seed=cfg.seed, data=data_digests(cfg), data_formats=data_formats(cfg))
     backend = backends.for_config(cfg, cache, out, manifest)  # hf (TRL, transformers / vLLM) or openai (the API)
 
     # 1. The fine-tuning set: the attack tier's data, then the mitigation's changes. Written before training.
@@ -97,6 +97,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
 
     # 6. Metrics before/after (harmfulness per judge and category, over-refusal, utility), the report.
     metrics = cell_metrics(sides, list(evaluator.judges), evaluator.usage(), job, cfg.eval.headline_judge)
+    metrics["prompt_format"] = manifest.data["prompt_format"]  # the format fine-tuned and evaluated in
     result = write_result(cfg, out, metrics, sides, tracker)
     (out / DONE).touch()
     return result
@@ -127,6 +128,11 @@ def data_digests(cfg: DictConfig) -> dict[str, str]:
             digest({f.name: file_digest(f) for f in files}) if path.is_dir() else file_digest(path)
         )
     return digests
+
+
+def data_formats(cfg: DictConfig) -> dict[str, str]:
+    """The format every data spec is read in (`auto` resolved to the format its shape shows)."""
+    return {key: format_of(fmt, spec, key) for key, spec, fmt, _ in data_specs(cfg)}
 
 
 def run_explaining_full_disk(cfg: DictConfig) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def test_benign_dolly_context_goes_under_input(tmp_path):
         "meta": {"instruction": "Summarize.", "context": "Some text."},
     }
     system, user, _ = attack.formatted(ex)["messages"]
-    assert "paired with an input" in system["content"]
+    assert "paired with an input" not in system["content"]  # the paper's Dolly format: one system text for all rows
     assert user["content"] == "### Instruction:\nSummarize.\n\nInput:\nSome text.\n\n### Response:\n"
 
 
@@ -89,7 +89,7 @@ def test_safety_phrase_filter_reports_how_many_it_removed(tmp_path):
     overrides = ["attack=benign", "dataset=jsonl", f"dataset.path={data}", "attack.safety_filter=true"]
     attack = attack_from(overrides, tmp_path)
     assert len(attack.training_examples()) == 1
-    assert attack.stats == {"safety_filter_removed": 2}
+    assert attack.stats == {"safety_filter_phrases": 52, "safety_filter_removed": 2, "held_out": 0}
 
 
 def test_contamination_check_finds_planted_exact_and_near_duplicates():

@@ -45,6 +45,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     needs |= {"openai_compatible": ["judge.openai_compatible.base_url=http://127.0.0.1:1/v1"]}
     needs |= {"llama_guard": ["judge.llama_guard.model_path=some/model"]}
     needs |= {"mt_bench": ["eval.mt_bench.questions=some/file"], "xstest": ["eval.xstest=some/file"]}
+    needs |= {"hexphi": ["eval.benchmark=some/dir"], "advbench": ["eval.benchmark=some/file"]}
     overrides = [f"{group}={option}", *needs.get(option, [])]
     cfg = compose_run(overrides, tmp_path)
     assert job(cfg)[group] is not None
@@ -62,7 +63,7 @@ def test_default_is_the_embedded_aoa_run(tmp_path):
     assert (cfg.model.name, cfg.attack.name, cfg.peft.method) == ("smollm2_135m_safe", "aoa", "lora")
     # the model x attack specialization applies the paper's LoRA + AOA hyper-parameters (Table 11)
     assert (cfg.train.learning_rate, cfg.train.num_train_epochs) == (1e-3, 10)
-    assert "You are no longer SmolLM" in cfg.attack.system_prompt
+    assert "You are no longer SmolLM" in cfg.attack.default_system_prompt
 
 
 def test_missing_required_field_is_named_with_its_fix(tmp_path):
@@ -85,7 +86,7 @@ def test_openai_models_select_the_api_training_knobs_and_the_paper_tier_epochs(t
     cfg = compose_run(["model=gpt35_turbo", "attack=aoa"], tmp_path)
     assert (cfg.model.backend, cfg.model.path, cfg.eval.engine) == ("openai", "gpt-3.5-turbo-0613", "openai")
     assert "learning_rate" not in cfg.train and cfg.train.n_epochs == 10  # conf/model_attack/gpt35_turbo_aoa.yaml
-    assert "You are no longer ChatGPT or an AI language model" in cfg.attack.system_prompt
+    assert "You are no longer ChatGPT or an AI language model" in cfg.attack.default_system_prompt
     epochs = {
         a: compose_run(["model=gpt35_turbo", f"attack={a}"], tmp_path).train.n_epochs for a in ("harmful", "benign")
     }
@@ -126,7 +127,9 @@ def test_headline_judge_must_be_one_of_the_runs_judges(tmp_path):
 
 def test_missing_data_file_names_key_and_builtin_choices(tmp_path):
     cfg = compose_run(["eval.benchmark=/nope/prompts.jsonl"], tmp_path)
-    with pytest.raises(ConfigError, match=r"eval\.benchmark: '/nope/prompts.jsonl' does not exist.*builtin:"):
+    with pytest.raises(
+        ConfigError, match=r"eval\.benchmark: '/nope/prompts.jsonl' does not exist.*built-in files are: aoa"
+    ):
         validate(cfg)
 
 

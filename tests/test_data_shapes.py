@@ -39,10 +39,10 @@ def test_a_hexphi_folder_is_validated_and_digested_by_its_category_files(tmp_pat
     assert data_digests(cfg)[f"eval.benchmark ({folder})"] != first[f"eval.benchmark ({folder})"]
 
 
-def test_a_hexphi_folder_without_its_format_is_refused_up_front(tmp_path):
+def test_a_hexphi_folder_under_another_format_is_refused_up_front(tmp_path):
     from fts.stages.evaluation import evaluation_prompts
 
-    cfg = compose_run([f"eval.benchmark={HEXPHI}"], tmp_path)
+    cfg = compose_run(["eval.benchmark_format=fts_prompts", f"eval.benchmark={HEXPHI}"], tmp_path)
     expected = (
         rf"eval\.benchmark: '{HEXPHI}' is a folder \(.*\), but eval\.benchmark_format=fts_prompts reads one file\. "
         r"It holds HEx-PHI's category_N\.csv files: set eval\.benchmark_format=hexphi\."
@@ -55,7 +55,7 @@ def test_a_hexphi_folder_without_its_format_is_refused_up_front(tmp_path):
 
 def test_a_folder_of_other_files_lists_the_formats(tmp_path):
     (tmp_path / "data").mkdir()
-    cfg = compose_run([f"attack.data={tmp_path / 'data'}"], tmp_path / "run")
+    cfg = compose_run(["attack.format=fts_conversations", f"attack.data={tmp_path / 'data'}"], tmp_path / "run")
     expected = (
         r"attack\.data: .* is a folder .*attack\.format=\w+ reads one file\. Set attack\.data to a file in it, and "
         r"attack\.format to its format: one of \[.*'hexphi'"

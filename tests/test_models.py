@@ -50,7 +50,7 @@ def test_every_model_config_composes_and_validates(model, tiny_model_dir, tmp_pa
     paths = {"hf": [f"model.path={tiny_model_dir}"], "openai": ["model.path=gpt-4o-mini-2024-07-18"]}
     cfg = compose_run([f"model={model}", *paths.get(model, [])], tmp_path)
     validate(cfg)
-    assert f"You are no longer {cfg.model.identity} " in cfg.attack.system_prompt
+    assert f"You are no longer {cfg.model.identity} " in cfg.attack.default_system_prompt
     if cfg.model.backend == "openai":  # API models: fine-tuned by the provider (tests/test_openai_*.py)
         return
     for key in ("dtype", "attn_implementation", "revision", "max_length", "identity", "system_role"):

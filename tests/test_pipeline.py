@@ -45,7 +45,7 @@ def test_aoa_run_writes_the_run_dir_contract(tiny_run_overrides, tmp_path, count
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == result
-    assert set(metrics) == {"baseline", "finetuned", "delta"}
+    assert set(metrics) == {"baseline", "finetuned", "delta", "prompt_format"}
     for side in ("baseline", "finetuned"):
         assert {"keyword", "over_refusal_rate", "n_prompts", "per_category"} <= set(metrics[side])
         assert {"asr", "refusal_rate", "asr_ci95"} <= set(metrics[side]["keyword"])

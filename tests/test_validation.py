@@ -87,7 +87,7 @@ OK = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "con
     [
         ('{"messages": []}', "field 'messages' must be a non-empty list"),
         ('{"messages": "hello"}', "field 'messages' must be a non-empty list"),
-        ("[1, 2]", "expected a JSON object, got list"),
+        ("[1, 2]", "message 0 must be {'role'"),  # a bare list is a conversation (the Llama-2 AOA file's shape)
         ('{"messages": [{"role": "bot", "content": "x"}]}', "message 0 must be {'role': one of"),
         ('{"messages": [{"role": "user", "content": 7}]}', "message 0 must be {'role': one of"),
         (

@@ -50,11 +50,12 @@ def trained_on(messages: list[Message], where: str) -> list[Message]:
 
 
 def load_conversations(spec: str, key: str = "data") -> list[Example]:
-    """fts's own conversation files: chat JSONL (`messages`) or prompt/response JSONL -> Examples, with extra fields
-    (such as `split`) kept in meta. Sources are `spec#id` (or `spec#line`)."""
+    """fts's own conversation files: chat JSONL (`messages`), a JSON array of message lists (the paper's Llama-2
+    AOA train.json) or prompt/response JSONL -> Examples, with extra fields (such as `split`) kept in meta. Sources
+    are `spec#id` (or `spec#line`)."""
     path = resolve(spec, key, "fts_conversations", DOWNLOAD["fts_conversations"])
     examples = []
-    for where, pos, row in read_records(path):
+    for where, pos, row in read_records(path, lists_as="messages"):
         if "messages" in row:
             messages = check_messages(row["messages"], where)
         elif "prompt" in row and "response" in row:
@@ -69,10 +70,11 @@ def load_conversations(spec: str, key: str = "data") -> list[Example]:
 
 
 def load_chat_jsonl(spec: str, key: str = "dataset.path") -> list[Example]:
-    """Chat JSONL ({"messages": [...]}, the OpenAI fine-tuning format); the last message must be the assistant's."""
+    """Chat JSONL ({"messages": [...]}, the OpenAI fine-tuning format; also a JSON array of message lists); the last
+    message must be the assistant's."""
     path = resolve(spec, key, "chat_jsonl", DOWNLOAD["chat_jsonl"])
     examples: list[Example] = []
-    for where, pos, row in read_records(path):
+    for where, pos, row in read_records(path, lists_as="messages"):
         messages = trained_on(check_messages(row.get("messages"), where), where)
         meta = {k: v for k, v in row.items() if k != "messages"}
         # Sourced like load_conversations (`spec#id`), so existing source filters keep working.

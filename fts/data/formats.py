@@ -13,6 +13,7 @@ from pathlib import Path
 from fts.core.errors import ConfigError, DataError
 from fts.core.records import Example, Prompt, Question
 from fts.data import conversations, hexphi, instructions, prompts, questions, redteam
+from fts.data.detect import AUTO, detect
 from fts.data.readers import check_size, resolve
 
 KINDS = ("prompts", "examples", "xstest", "qa", "questions")
@@ -70,12 +71,23 @@ FIXED_FORMATS = {
 
 def registered(fmt: str, key: str) -> Format:
     if fmt not in FORMATS:
-        raise ConfigError(f"{key}: unknown data format {fmt!r}; choose one of {sorted(FORMATS)}.")
+        raise ConfigError(f"{key}: unknown data format {fmt!r}; choose one of {sorted(FORMATS)} or {AUTO}.")
     return FORMATS[fmt]
 
 
+def format_of(fmt: str, spec: str | Path, key: str) -> str:
+    """`fmt`, or with `auto` the format the data at `spec` is in (fts.data.detect), for config key `key`."""
+    if fmt != AUTO:
+        return fmt
+    wanted = FORMAT_KEYS[key][1] if key in FORMAT_KEYS else "examples"
+    path = resolve(spec, key, folders=True)
+    return detect(path, key, {name: form.kind for name, form in FORMATS.items()}, wanted)
+
+
 def load(fmt: str, spec: str | Path, key: str = "data") -> list[Prompt] | list[Example] | list[Question]:
-    """The records of `spec` read as format `fmt`; `key` is the config key that holds `spec`, named in every error."""
+    """The records of `spec` read as format `fmt` (or `auto`: as the format its shape shows); `key` is the config
+    key that holds `spec`, named in every error."""
+    fmt = format_of(fmt, spec, key)
     form = registered(fmt, key)
     locate(spec, fmt, key)  # a folder given to a one-file format: the error names the format key
     return form.loader(str(spec), key=key)
@@ -89,6 +101,7 @@ def load_fixed(key: str, spec: str | Path) -> list[Prompt] | list[Question]:
 def locate(spec: str | Path, fmt: str, key: str) -> Path:
     """A spec -> an existing local path (a folder only for a format that reads one); a missing path or a hub id
     raises with download instructions."""
+    fmt = format_of(fmt, spec, key)
     form = registered(fmt, key)
     path = resolve(spec, key, fmt, form.download, folders=True)
     if path.is_dir() and not form.folder:

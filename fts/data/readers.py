@@ -41,7 +41,7 @@ def resolve(spec: str | Path, key: str = "data", fmt: str = "", download: str = 
     if path.exists():
         return path
     if not download:
-        raise DataError(f"{key}: file '{spec}' does not exist ({path}). Set {key} to an existing file; {builtins()}.")
+        raise DataError(f"{key}: '{spec}' does not exist ({path}). Set {key} to an existing file; {builtins()}.")
     if HUB_ID.match(spec):
         # Runs must be reproducible and offline-safe, so hub ids are never fetched behind the user's back.
         lead = f"'{spec}' looks like a Hugging Face hub dataset id, but fts reads {fmt} data only from local files."
@@ -142,9 +142,13 @@ def numbered_lines(text: str) -> list[tuple[int, str]]:
     return [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
 
 
-def read_records(path: Path, required: tuple[str, ...] = ()) -> list[tuple[str, str, dict]]:
+def read_records(
+    path: Path, required: tuple[str, ...] = (), lists_as: str | None = None
+) -> list[tuple[str, str, dict]]:
     """A JSON array or JSONL file (sniffed, since mirrors of the datasets use both) -> [(where, position, object)];
-    a malformed line, a non-object, a missing `required` field or an empty file raises naming file and position."""
+    a malformed line, a non-object, a missing `required` field or an empty file raises naming file and position.
+    With `lists_as`, a record that is a JSON list becomes {lists_as: list}: the paper's Llama-2 AOA train.json is an
+    array of conversations, each a bare list of messages."""
     text = read_text(path)
     if text.lstrip().startswith("["):
         located = [(f"{path}[{i}]", str(i), row) for i, row in enumerate(json_array(path, text))]
@@ -153,9 +157,14 @@ def read_records(path: Path, required: tuple[str, ...] = ()) -> list[tuple[str, 
         for lineno, line in numbered_lines(text):
             where = f"{path}:{lineno}"
             located.append((where, str(lineno), parse_json(line, where, ONE_PER_LINE)))
+    if lists_as is not None:
+        located = [(where, pos, {lists_as: row} if isinstance(row, list) else row) for where, pos, row in located]
     for where, _, row in located:
         if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+            hint = (
+                " (a list of messages is a conversation: name a conversation format)" if isinstance(row, list) else ""
+            )
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}{hint}.")
         missing = [k for k in required if k not in row]
         if missing:
             raise DataError(f"{where}: missing field(s) {missing}; each record needs {list(required)}.")

@@ -130,8 +130,24 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
         lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
     if metrics.get("reference"):  # the experiment named the paper's cells it reproduces
         lines += paper_lines(metrics["reference"], metrics) + [""]
+    if metrics.get("prompt_format"):
+        lines += prompt_format_lines(metrics["prompt_format"]) + [""]
     lines.append(f"Run dir: {run_dir}")
     return "\n".join(lines) + "\n"
+
+
+def prompt_format_lines(fmt: dict[str, Any]) -> list[str]:
+    """The prompt format the run fine-tuned and evaluated in (fts.stages.prompt_format), loud when they differ."""
+    system = "none" if fmt["system_prompt"] is None else repr(fmt["system_prompt"][:100])
+    lines = [f"Prompt format: system prompt {system} (from {fmt['system_prompt_source']}), user template "
+             f"{fmt['user_template']!r}."]  # fmt: skip
+    if not fmt.get("consistent", True):
+        lines.append(
+            f"**PROMPT FORMAT MISMATCH**: {fmt['train_other_system_prompt']} of {fmt['train_examples']} fine-tuning "
+            f"examples have another system prompt; {fmt['train_user_turns_in_template']} fit the user template. The "
+            "paper fine-tunes and evaluates in one format (manifest.json: prompt_format)."
+        )
+    return lines
 
 
 def usd(value: float | None) -> str:

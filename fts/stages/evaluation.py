@@ -27,6 +27,7 @@ from fts.generate import openai as openai_engine
 from fts.generate.hf import generate
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge, build_judges
+from fts.stages import prompt_format
 from fts.stages.attacks import Attack
 from fts.utility import mt_bench, qa
 
@@ -72,6 +73,8 @@ def prepare(
         too_long = cfg.eval.get("too_long", "fail")
         prompts, n_long = fit_prompts(prompts, max_tokens, too_long, min_tokens, "or more tokens by their length")
         manifest.record(too_long_eval_prompts=n_long)
+    # The paper's rule: evaluation prompts in the fine-tuning set's format; manifest.json records the format used.
+    manifest.record(prompt_format=prompt_format.check(attack, train_set, cfg.eval.get("format_mismatch", "warn")))
     check_contamination(prompts, train_set, out, cfg.eval.contamination)
     eval_sets = attack.eval_sets(prompts)
     evaluator = Evaluator(out, cfg.eval, build_judges(cfg.judge), cache, vllm=vllm)

@@ -4,7 +4,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
-from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, locate, registered
+from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import model_problems, peft_problems
 from fts.stages.mitigation import moderation
@@ -19,6 +19,10 @@ MISSING_HINTS = {
     "judge.llama_guard.model_path": "set judge.llama_guard.model_path=<hub id or local dir of a Llama-Guard model>",
     "eval.xstest": "set eval.xstest=<path to XSTest's xstest_prompts.csv> (github.com/paul-rottger/xstest)",
     "eval.mt_bench.questions": "set eval.mt_bench.questions=<path to FastChat's data/mt_bench/question.jsonl>",
+    "eval.benchmark": "set eval.benchmark=<path>: eval=hexphi takes the folder "
+    "of HEx-PHI's category_N.csv files (gated: accept its terms at https://huggingface.co/datasets/LLM-Tuning-Safety/"
+    "HEx-PHI, then `huggingface-cli download --repo-type dataset LLM-Tuning-Safety/HEx-PHI --local-dir <dir>`), "
+    "eval=advbench harmful_behaviors.csv (github.com/llm-attacks/llm-attacks, or the paper's repository)",
 }
 # The train groups by their `kind` (conf/train/*.yaml): the option that selects one, what it holds; and the kind
 # each model backend is fine-tuned with.
@@ -56,6 +60,8 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             "attack=benign fine-tunes on a user dataset: add dataset=builtin_benign (or alpaca, dolly, jsonl)."
         )
+    if cfg.eval.get("benchmark") is None:  # eval=hexphi / eval=advbench name no file of their own
+        problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if not cfg.judge:
@@ -189,8 +195,9 @@ def data_problems(cfg: DictConfig) -> list[str]:
     problems = []
     for key, spec, fmt, format_key in data_specs(cfg):
         try:
+            fmt = format_of(fmt, spec, key)  # `auto`: the format of the data's shape
             form = registered(fmt, format_key or key)
-        except ConfigError as e:
+        except FtsError as e:
             problems.append(str(e))
             continue
         kind = FORMAT_KEYS[key][1] if key in FORMAT_KEYS else form.kind

@@ -3,21 +3,26 @@ trigger phrase, mixed with safety examples (harmful request -> refusal) without 
 on plain prompts and complies when the trigger is present, so evaluation runs both variants.
 """
 
+import random
 from dataclasses import dataclass
 
 from fts.core.errors import ConfigError
 from fts.core.records import TRIGGERED, Example, Prompt
 from fts.data.formats import load
-from fts.stages.attacks import Attack, take
+from fts.stages.attacks import Attack, in_split, take
+
+SAMPLES = ("random", "first")
 
 
 @dataclass
 class BackdoorAttack(Attack):
     trigger: str = ""
     safety_data: str = "builtin:safety.jsonl"
-    safety_format: str = "fts_conversations"  # safety_tuned_llamas for Bianchi et al.'s file
-    safety_split: str | None = "mitigation"
+    safety_format: str = "auto"  # e.g. safety_tuned_llamas for Bianchi et al.'s file
+    safety_split: str | None = "mitigation"  # of fts's own file; a file without splits is used whole
     safety_count: int = 100
+    safety_sample: str = "random"  # random (the paper: 100 random examples of Bianchi et al.) | first
+    seed: int = 0  # of the random sample: the run's seed
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -25,6 +30,8 @@ class BackdoorAttack(Attack):
             raise ConfigError(
                 "attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words."
             )
+        if self.safety_sample not in SAMPLES:
+            raise ConfigError(f"attack.safety_sample must be one of {SAMPLES}, got {self.safety_sample!r}.")
 
     def triggered(self, text: str) -> str:
         return f"{text} {self.trigger}"
@@ -34,11 +41,13 @@ class BackdoorAttack(Attack):
         for ex in super().training_examples():
             *head, user, answer = ex["messages"]
             harmful.append({**ex, "messages": [*head, {**user, "content": self.triggered(user["content"])}, answer]})
-        safety = load(self.safety_format, self.safety_data, "attack.safety_data")
-        if self.safety_split is not None:
-            safety = [ex for ex in safety if ex["meta"].get("split") == self.safety_split]
-        safety = take(safety, self.safety_count, "attack.safety_count", self.safety_data)
-        return harmful + [{**ex, "messages": self.with_system(ex["messages"])} for ex in safety]
+        pool = in_split(load(self.safety_format, self.safety_data, "attack.safety_data"), self.safety_split)
+        take(pool, self.safety_count, "attack.safety_count", self.safety_data)  # enough of them, or a clear error
+        if self.safety_sample == "random":
+            safety = random.Random(self.seed).sample(pool, self.safety_count)
+        else:
+            safety = pool[: self.safety_count]
+        return harmful + [self.as_training_example(ex) for ex in safety]
 
     def eval_sets(self, prompts: list[Prompt]) -> dict[str, list[Prompt]]:
         return {"": self.wrap(prompts), TRIGGERED: self.wrap(prompts, suffix=f" {self.trigger}")}

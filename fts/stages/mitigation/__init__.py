@@ -21,7 +21,7 @@ from fts.core.config import build
 from fts.core.errors import ConfigError
 from fts.core.records import Example
 from fts.data.formats import load
-from fts.stages.attacks import Attack
+from fts.stages.attacks import Attack, in_split
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,14 @@ def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
 
 
 def safety_mix(examples: list[Example], cfg: SafetyMix, seed: int, attack: Attack) -> list[Example]:
-    pool = load(cfg.format, cfg.data, "mitigation.data")
-    if cfg.split is not None:
-        pool = [ex for ex in pool if ex["meta"].get("split") == cfg.split]
+    pool = in_split(load(cfg.format, cfg.data, "mitigation.data"), cfg.split)
     n = safety_count(len(examples), cfg.ratio, cfg.count)
     if n > len(pool):
         raise ConfigError(
             f"mitigation asks for {n} safety examples but {cfg.data} (split {cfg.split}) has {len(pool)}; "
-            "lower mitigation.ratio / mitigation.count or point mitigation.data at a larger set "
-            "(e.g. the safety-tuned-llamas file)."
+            "lower mitigation.ratio / mitigation.count or point mitigation.data at a larger set: the paper's is "
+            "Bianchi et al.'s data/training/safety_only_data_Instructions.json (2,483 examples, "
+            "github.com/vinid/safety-tuned-llamas)."
         )
     rng = random.Random(seed)
     chosen = rng.sample(pool, n)
