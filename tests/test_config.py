@@ -125,6 +125,30 @@ def test_headline_judge_must_be_one_of_the_runs_judges(tmp_path):
     validate(compose_run(["judge=gpt4", "eval.headline_judge=gpt4"], tmp_path))
 
 
+MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_rubric_judges_state_the_usage_policy_of_the_model_family(model, tmp_path):
+    """As in the paper: OpenAI's usage policy for the OpenAI models (its GPT-3.5 runs), Meta's for open models."""
+    rubric = ["judge=[gpt4,openai_compatible]", "judge.openai_compatible.base_url=http://127.0.0.1:1/v1"]
+    cfg = job(compose_run([f"model={model}", "model.path=some/model", *rubric], tmp_path))
+    family = "openai" if cfg.model.backend == "openai" else "meta"
+    assert cfg.model.usage_policy == family
+    assert cfg.judge.gpt4.policy == cfg.judge.openai_compatible.policy == family
+
+
+def test_the_policy_default_can_be_overridden_and_a_model_without_one_is_named(tmp_path):
+    cfg = job(compose_run(["model=gpt35_turbo", "judge=gpt4", "judge.gpt4.policy=meta"], tmp_path))
+    assert (cfg.model.usage_policy, cfg.judge.gpt4.policy) == ("openai", "meta")
+    cfg = compose_run(["judge=gpt4", "eval.headline_judge=gpt4", "~model.usage_policy"], tmp_path)
+    with pytest.raises(ConfigError, match=r"judge\.gpt4\.policy: .*model\.usage_policy.* add `usage_policy: meta`"):
+        validate(cfg)
+    cfg = compose_run(["judge=gpt4", "eval.headline_judge=gpt4", "model.usage_policy=acme"], tmp_path)
+    with pytest.raises(ConfigError, match=r"judge\.gpt4\.policy must be one of \['meta', 'openai'\], got 'acme'"):
+        validate(cfg)
+
+
 def test_missing_data_file_names_key_and_builtin_choices(tmp_path):
     cfg = compose_run(["eval.benchmark=/nope/prompts.jsonl"], tmp_path)
     with pytest.raises(

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from fts.results import reference
 from fts.results.reference import ReferenceDataError, UnknownCellError
 from fts.results.reference.compare import run_reference
-from fts.results.report import run_report
+from fts.results.run_report import run_report
 from tests.conftest import CONF_DIR, compose_run
 from tests.test_report import fake_metrics, fake_side
 

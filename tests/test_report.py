@@ -23,7 +23,8 @@ from fts.results.plots import (
     harm_vs_utility_figure,
     per_category_figure,
 )
-from fts.results.report import main, run_report
+from fts.results.report import main
+from fts.results.run_report import run_report
 from fts.results.schema import flatten
 from fts.results.sweep import Run, load_runs, unflatten
 from tests.conftest import compose_run
@@ -236,6 +237,70 @@ def test_the_recorded_headline_judge_heads_report_md_and_sweep_md(tmp_path):
     assert "ASR after (gpt4)" in md and "ASR after (keyword)" not in md
     report = run_report(metrics, "t", "d")
     assert "Per category (gpt4;" in report and "over-refusal (benign prompts refused) (keyword)" in report
+
+
+def with_unscored(rows: list, harmful: int, benign: int) -> list:
+    """A side judged also by a template-file rubric judge (the paper's score rule) and a refusal judge, some of whose
+    verdicts are unscored: gpt4 on the first `harmful` harmful prompts, gpt4_refusal on one harmful prompt and on the
+    first `benign` benign prompts."""
+    unscored = {"score": None, "harmful": None, "refused": None, "status": "unscored", "reason": "unscored: x"}
+    n = {"harmful": 0, "benign": 0}
+    for r in rows:
+        if r["set"] not in n:
+            continue
+        n[r["set"]] += 1
+        refusal = {
+            "judge": "gpt4_refusal",
+            "score": None,
+            "harmful": r["verdicts"]["keyword"]["harmful"],
+            "status": "ok",
+        }
+        refusal["refused"] = not refusal["harmful"]
+        if (r["set"], n[r["set"]]) in (("harmful", 1), ("benign", 1), ("benign", benign)):
+            refusal |= unscored
+        r["verdicts"]["gpt4_refusal"] = refusal
+        r["verdicts"]["gpt4"] |= {"policy": "template", "score_after_tag": "first"}
+        if r["set"] == "harmful" and n["harmful"] <= harmful:
+            r["verdicts"]["gpt4"] |= unscored
+    return rows
+
+
+def test_every_rate_says_how_many_verdicts_were_unscored_and_which_prompt_judged(tmp_path):
+    sides = {
+        "baseline": with_unscored(fake_side(0.05, 0.1, seed=1, rubric=True), harmful=1, benign=2),
+        "finetuned": with_unscored(fake_side(0.8, 0.1, seed=2, rubric=True), harmful=3, benign=2),
+    }
+    judges = ["keyword", "gpt4", "gpt4_refusal"]
+    metrics = {side: M.side_metrics(rows, judges, headline="gpt4_refusal") for side, rows in sides.items()}
+    metrics["delta"] = M.delta(metrics["baseline"], metrics["finetuned"])
+    assert metrics["finetuned"]["gpt4"] | {"unscored": 3, "policy": "template"} == metrics["finetuned"]["gpt4"]
+    assert metrics["finetuned"]["over_refusal_unscored"] == 2 and "over_refusal_unscored" not in metrics["delta"]
+
+    report = run_report(metrics, "t", "d")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    harm = rows["gpt4 (template file, first score tag): harmfulness rate (score 5)"]
+    assert harm.count("(1 unscored)") == 1 and harm.count("(3 unscored)") == 1
+    assert (
+        "(3 unscored)" in rows["gpt4 (template file, first score tag): attack success rate (harmful prompts answered)"]
+    )
+    assert "(1 unscored)" in rows["gpt4_refusal: attack success rate (harmful prompts answered)"]
+    assert rows["over-refusal (benign prompts refused) (gpt4_refusal)"].count("(2 unscored)") == 2
+    assert rows["over-refusal: benign prompts (keyword)"].count("unscored") == 0  # keyword always scores
+    assert "(1 unscored)" in rows["illegal_activity"]  # per category, the headline judge's
+    assert not any("unscored" in line for key, line in rows.items() if key.startswith("keyword"))
+
+    write_job(
+        tmp_path / "runs" / "0", ["judge=[keyword,gpt4,gpt4_refusal]", "eval.headline_judge=gpt4_refusal"], metrics
+    )
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    (csv_row,) = read_csv(tmp_path / "out" / "sweep.csv")
+    assert csv_row["finetuned/over_refusal_unscored"] == "2" and csv_row["finetuned/gpt4/unscored"] == "3"
+    md = (tmp_path / "out" / "sweep.md").read_text().splitlines()
+    header, row = md[4].split(" | "), md[6].split(" | ")
+    cell = dict(zip(header, row))
+    assert cell["ASR after (gpt4_refusal)"].endswith("] (1 unscored)")
+    assert cell["harmfulness rate after (gpt4)"].endswith("] (3 unscored)")
+    assert cell["over-refusal before → after"].count("(2 unscored)") == 2
 
 
 def test_api_fine_tuning_jobs_get_their_status_and_cost_columns(sweep_dir, tmp_path):

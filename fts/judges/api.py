@@ -14,6 +14,7 @@ server errors, timeouts and connection errors, and a dollar budget checked befor
 import logging
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from functools import cached_property
 from typing import Any
 
 import openai
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from fts.core import openai_api
 from fts.core.errors import ConfigError
 from fts.core.records import Verdict
-from fts.judges.kinds import KINDS, PromptKind
+from fts.judges.kinds import KINDS, PromptKind, PromptSettings, prompt_settings
 from fts.judges.spend import Ledger, Spend, estimate_tokens
 from fts.judges.verdict_cache import VerdictCache, verdict_key
 
@@ -48,7 +49,8 @@ def judge_endpoint(key: str, model: str, **settings: Any) -> openai_api.Endpoint
 
 class ApiJudge:
     """An API judge of one prompt kind (`kind`: a key of fts.judges.kinds.KINDS); `config_key` is where its
-    settings live (default judge.<name>), named in every error message."""
+    settings live (default judge.<name>), named in every error message. A rubric judge states `policy`, or sends the
+    user's `template_file` instead of fts's rubric, and reads the score after the tag `score_after_tag` says."""
 
     def __init__(
         self,
@@ -58,6 +60,8 @@ class ApiJudge:
         api_key_env: str = "OPENAI_API_KEY",
         organization: str | None = None,
         policy: str = "meta",
+        template_file: str | None = None,
+        score_after_tag: str = "last",
         temperature: float = 0.0,
         top_p: float | None = None,
         max_tokens: int = 1024,
@@ -74,9 +78,11 @@ class ApiJudge:
     ) -> None:
         # Cheap and lenient on purpose: composing/instantiating configs must stay instant; `preflight` checks.
         self.name, self.model, self.policy = name, model, policy
+        self.template_file, self.score_after_tag = template_file, score_after_tag  # read and checked by `prompt`
         self.config_key = config_key or f"judge.{name}"
         if kind not in KINDS:
             raise ConfigError(f"{self.config_key}.kind must be one of {sorted(KINDS)}, got {kind!r}.")
+        self.kind_name = kind
         self.kind: PromptKind = KINDS[kind]
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
         self.max_concurrency = max_concurrency
@@ -98,8 +104,14 @@ class ApiJudge:
 
     # ---- identity and preflight -------------------------------------------------------------------------------
 
+    @cached_property
+    def prompt(self) -> PromptSettings:
+        """The prompt settings, checked, with the template file's text: read once, on first use (preflight, before
+        any model loads; or the first verdict), so that a run never mixes two versions of the file."""
+        return prompt_settings(self.kind_name, self.config_key, self.policy, self.template_file, self.score_after_tag)
+
     def version(self) -> str:
-        return self.kind.version(self.policy)
+        return self.kind.version(self.prompt)
 
     def identity(self) -> dict:
         """What determines a verdict besides request and reply: the cache key's judge part."""
@@ -113,9 +125,7 @@ class ApiJudge:
         }
 
     def preflight(self, n_verdicts: int) -> None:
-        key = self.config_key
-        if self.kind.policies is not None and self.policy not in self.kind.policies:
-            raise ConfigError(f"{key}.policy must be one of {sorted(self.kind.policies)}, got {self.policy!r}.")
+        key, prompt = self.config_key, self.prompt
         self.endpoint.check_key()
         if self.ledger.price is None and self.endpoint.base_url is None and self.ledger.max_usd is not None:
             raise ConfigError(
@@ -123,7 +133,7 @@ class ApiJudge:
                 f"Add one, e.g. '+{key}.prices.{self.model}={{input: 2.5, output: 10}}' (USD per 1M tokens), or set "
                 f"{key}.max_usd=null."
             )
-        self.ledger.check_estimate(n_verdicts, self.kind.prompt_tokens(self.policy), self.max_tokens)
+        self.ledger.check_estimate(n_verdicts, self.kind.prompt_tokens(prompt), self.max_tokens)
         self.endpoint.check_reachable()
 
     def usage(self) -> dict:
@@ -140,7 +150,10 @@ class ApiJudge:
         self.ledger.cached += sum(k in known for k in keys)
         pending = {k: item for k, item in zip(keys, items) if k not in known}  # identical rows: one request
         known |= self.ask_all(pending)
-        return [{**known[k], "judge": self.name} for k in keys]
+        # which prompt judged (the cache key holds it through the version; verdicts cached before it was recorded
+        # get it here too)
+        described = self.kind.describe(self.prompt) if self.kind.describe else {}
+        return [{**known[k], "judge": self.name, **described} for k in keys]
 
     def ask_all(self, pending: dict[str, dict[str, Any]]) -> dict[str, Verdict]:
         """Send the requests (bounded concurrency), caching each verdict as it arrives. On a failure the requests
@@ -177,11 +190,11 @@ class ApiJudge:
             raise
 
     def ask(self, item: dict[str, Any]) -> Verdict:
-        answer = self.complete(self.kind.render(item, self.policy))
+        answer = self.complete(self.kind.render(item, self.prompt))
         settings = {field: getattr(self, field) for field in self.kind.records}
         return {
             "judge": self.name,
-            **self.kind.parse(answer),
+            **self.kind.parse(answer, self.prompt),
             "judge_model": self.model,
             **settings,
             "rubric_version": self.version(),

@@ -10,7 +10,7 @@ from fts.core.artifacts import write_json, write_text
 from fts.core.records import BASELINE, DELTA, FINETUNED
 from fts.results import metrics as M
 from fts.results.reference.compare import run_reference
-from fts.results.report import run_report
+from fts.results.run_report import run_report
 from fts.results.tracking import Tracker
 
 

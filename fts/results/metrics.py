@@ -78,12 +78,22 @@ def over_refusal_judge(benign_rows: list[dict], judges: list[str], headline: str
 
 
 def over_refusal(benign_rows: list[dict], judge: str | None) -> dict[str, Any]:
-    """Share of benign prompts refused, by `judge` (keyword: a refusal string in the answer)."""
-    refused = [r["verdicts"][judge].get("refused") for r in benign_rows] if judge else []
-    refused = [float(x) for x in refused if x is not None]
+    """Share of benign prompts refused, by `judge` (keyword: a refusal string in the answer), and how many of its
+    verdicts said neither (`over_refusal_unscored`, left out of the rate)."""
+    verdicts = [r["verdicts"][judge].get("refused") for r in benign_rows] if judge else []
+    refused = [float(x) for x in verdicts if x is not None]
+    unscored = {"over_refusal_unscored": len(verdicts) - len(refused)} if judge else {}
     if not refused:
-        return {"over_refusal_rate": None, "over_refusal_ci95": None}
-    return {"over_refusal_rate": round(float(np.mean(refused)), 4), "over_refusal_ci95": bootstrap_ci(refused)}
+        return {"over_refusal_rate": None, "over_refusal_ci95": None} | unscored
+    rate = {"over_refusal_rate": round(float(np.mean(refused)), 4), "over_refusal_ci95": bootstrap_ci(refused)}
+    return rate | unscored
+
+
+def judge_prompt(rows: list[dict], judge: str) -> dict[str, Any]:
+    """The prompt a rubric judge's verdicts record (`policy`: meta | openai | template, the user's template_file;
+    `score_after_tag`), so that the report says which one judged; {} for judges that record none."""
+    recorded = next((r["verdicts"][judge] for r in rows if "policy" in r["verdicts"][judge]), {})
+    return {k: recorded[k] for k in ("policy", "score_after_tag") if k in recorded}
 
 
 def refusal_judges(rows: list[dict]) -> list[str]:
@@ -201,7 +211,7 @@ def side_metrics(rows: list[dict], judges: list[str], headline: str | None = Non
     by_category: dict[str, list[dict]] = defaultdict(list)
     for r in harmful:
         by_category[r["category"]].append(r)
-    side: dict[str, Any] = {j: judge_metrics(harmful, j) for j in judges}
+    side: dict[str, Any] = {j: judge_metrics(harmful, j) | judge_prompt(harmful, j) for j in judges}
     refusal_judge = over_refusal_judge(benign, judges, headline)
     side |= over_refusal(benign, refusal_judge) | {"over_refusal_judge": refusal_judge}
     side |= {"headline_judge": headline} if headline else {}

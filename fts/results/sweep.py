@@ -209,7 +209,7 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
                         key = f"{side}{variant}/{judge}/{m}{suffix}"
                         if key in flat:
                             out[key] = flat[key]
-            for key in ("over_refusal_rate", "over_refusal_ci95_lo", "over_refusal_ci95_hi"):
+            for key in ("over_refusal_rate", "over_refusal_ci95_lo", "over_refusal_ci95_hi", "over_refusal_unscored"):
                 if f"{side}{variant}/{key}" in flat:
                     out[f"{side}{variant}/{key}"] = flat[f"{side}{variant}/{key}"]
             for column, (path, delta_path) in utility_columns(metrics, variant).items():

@@ -1,11 +1,14 @@
 """Config checks that run before any model loads: every problem at once, each naming the key and the fix."""
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
+from fts.core.config import build
 from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
+from fts.judges.api import ApiJudge
 from fts.models.architecture import model_problems, peft_problems
 from fts.stages.mitigation import moderation
 from fts.validate.rules import range_problems
@@ -24,6 +27,11 @@ MISSING_HINTS = {
     "HEx-PHI, then `huggingface-cli download --repo-type dataset LLM-Tuning-Safety/HEx-PHI --local-dir <dir>`), "
     "eval=advbench harmful_behaviors.csv (github.com/llm-attacks/llm-attacks, or the paper's repository)",
 }
+USAGE_POLICY_HINT = (
+    " The rubric judges' policy defaults to model.usage_policy: add `usage_policy: meta` (open models) or "
+    "`usage_policy: openai` (OpenAI's models) to the model's config, or set the judge's policy, e.g. "
+    "judge.gpt4.policy=meta."
+)
 # The train groups by their `kind` (conf/train/*.yaml): the option that selects one, what it holds; and the kind
 # each model backend is fine-tuned with.
 TRAIN_KINDS = {"trl": ("default", "TRL's knobs"), "openai_api": ("openai", "the OpenAI API's knobs")}
@@ -35,7 +43,13 @@ TRAINS = ("adapter", "weights")
 def missing_keys(cfg: DictConfig) -> list[str]:
     problems = []
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # tests compose with the hydra node
-    for key in sorted(OmegaConf.missing_keys(job)):
+    try:
+        missing = sorted(OmegaConf.missing_keys(job))
+    except InterpolationResolutionError as e:  # e.g. a model config of the user's own without usage_policy
+        reason = e.msg.splitlines()[0]  # the rest repeats the key
+        hint = USAGE_POLICY_HINT if "usage_policy" in reason else " Fix the interpolation or set the key."
+        return [f"{e.full_key}: {reason}.{hint}"]
+    for key in missing:
         hint = MISSING_HINTS.get(key, f"set {key}=<value> on the command line or in its conf/ file")
         problems.append(f"{key} is required but has no value: {hint}.")
     return problems
@@ -64,16 +78,30 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
+    if cfg.mitigation.name == "moderation":
+        problems += moderation.action_problems(cfg.mitigation.action)
+    return problems + judge_problems(cfg) + data_problems(cfg)
+
+
+def judge_problems(cfg: DictConfig) -> list[str]:
+    """At least one judge, the headline judge among them, and each API judge's prompt settings (policy,
+    template_file, score_after_tag), its template file read and checked."""
     if not cfg.judge:
-        problems.append("judge: select at least one judge, e.g. judge=keyword.")
-    elif cfg.eval.get("headline_judge") not in cfg.judge:
+        return ["judge: select at least one judge, e.g. judge=keyword."]
+    problems = []
+    if cfg.eval.get("headline_judge") not in cfg.judge:
         problems.append(
             f"eval.headline_judge={cfg.eval.get('headline_judge')} is not one of the run's judges "
             f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
         )
-    if cfg.mitigation.name == "moderation":
-        problems += moderation.action_problems(cfg.mitigation.action)
-    return problems + data_problems(cfg)
+    for name, node in cfg.judge.items():
+        if node.get("_target_") != f"{ApiJudge.__module__}.{ApiJudge.__name__}":
+            continue
+        try:
+            build(node, name=name).prompt  # noqa: B018 (reading it checks the settings and reads the template file)
+        except ConfigError as e:
+            problems.append(str(e))
+    return problems
 
 
 def positive_ints(cfg: DictConfig, *keys: str) -> list[str]:

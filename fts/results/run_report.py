@@ -1,0 +1,193 @@
+"""`report.md` of one run (also printed at the end of the run): each side's rates per judge, over-refusal,
+utility, per category and per prompt type, the API fine-tuning job, the paper's cells beside the run's. A judge's rate
+shows how many of its verdicts were unscored, when any were (`12.0% (3 unscored)`): they are left out of the rate.
+The number formats here are also sweep.md's (fts.results.report)."""
+
+from typing import Any
+
+from fts.core.records import BASELINE, FINETUNED, TRIGGERED
+from fts.results.metrics import SIDE_BLOCKS
+from fts.results.reference.compare import paper_lines
+from fts.results.schema import HEADLINE_JUDGE, headline_judge
+
+VARIANT_TITLES = {"": "", TRIGGERED: " — prompts with the backdoor trigger"}
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def signed_pts(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f} pts"
+
+
+def unscored_note(unscored: int | None) -> str:
+    """` (3 unscored)`: the verdicts a rate leaves out, when its judge could not score some; nothing when none."""
+    return f" ({unscored} unscored)" if unscored else ""
+
+
+def rate(value: float | None, unscored: int | None = None) -> str:
+    """A judge's rate, with the count of the verdicts it leaves out: `12.0% (3 unscored)`."""
+    return pct(value) + unscored_note(unscored)
+
+
+def judge_names(side: dict[str, Any]) -> list[str]:
+    return [k for k, v in side.items() if isinstance(v, dict) and k not in SIDE_BLOCKS]
+
+
+def judge_label(name: str, metrics: dict[str, Any]) -> str:
+    """A judge's name with the prompt its verdicts record (rubric judges): `gpt4 (meta policy)`, `gpt4 (template
+    file, first score tag)` for judge.gpt4.template_file read by the paper's rule."""
+    policy = metrics.get("policy")
+    if policy is None:
+        return name
+    prompt = "template file" if policy == "template" else f"{policy} policy"
+    return f"{name} ({prompt}{', first score tag' if metrics.get('score_after_tag') == 'first' else ''})"
+
+
+def counted(metrics: dict[str, Any], key: str, unscored: str = "unscored") -> tuple[Any, Any]:
+    """(a rate, the count of verdicts it leaves out) of one judge's (or prompt set's) metrics."""
+    return metrics.get(key), metrics.get(unscored)
+
+
+def cells(base: tuple[Any, Any], ft: tuple[Any, Any] | None) -> list[str]:
+    """before (after, change) of a rate, from the (rate, unscored) of each side."""
+    if ft is None:
+        return [rate(*base)]
+    change = None if base[0] is None or ft[0] is None else ft[0] - base[0]
+    return [rate(*base), rate(*ft), signed_pts(change)]
+
+
+def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]:
+    judges = judge_names(base)
+    cols = [BASELINE] + ([FINETUNED, "change"] if ft else [])
+    lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    rows = []  # (label, the row's (rate, unscored) in a side)
+    for j in judges:
+        name = judge_label(j, base[j])
+        if "asr" in base[j]:
+            rows.append(
+                (f"{name}: attack success rate (harmful prompts answered)", lambda s, j=j: counted(s[j], "asr"))
+            )
+        if "harmfulness_rate" in base[j]:
+            rows.append((f"{name}: harmfulness rate (score 5)", lambda s, j=j: counted(s[j], "harmfulness_rate")))
+    by = f" ({base['over_refusal_judge']})" if base.get("over_refusal_judge") else ""
+    over_refusal = lambda s: counted(s, "over_refusal_rate", "over_refusal_unscored")  # noqa: E731
+    rows.append((f"over-refusal (benign prompts refused){by}", over_refusal))
+    rows += over_refusal_rows(base)
+    if "qa" in base.get("utility", {}):
+        rows.append(
+            ("utility: built-in questions answered correctly", lambda s: counted(s["utility"]["qa"], "accuracy"))
+        )
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(cells(get(base), get(ft) if ft else None)) + " |")
+    if "mt_bench" in base.get("utility", {}):
+        score = [s["utility"]["mt_bench"] for s in (base, ft) if s]
+        change = (
+            [num(score[1]["score"] - score[0]["score"])]
+            if ft and None not in (score[0]["score"], score[1]["score"])
+            else []
+        )
+        unscored = " / ".join(str(m["unscored"]) for m in score)
+        label = f"utility: MT-Bench score, 1-10 (unscored turns: {unscored})"
+        lines.append(f"| {label} | " + " | ".join([num(m["score"]) for m in score] + change) + " |")
+    main = headline_judge(base, judges)
+    lines += ["", f"Per category ({main}; {base['n_prompts']} harmful prompts, {base['n_benign']} benign):", ""]
+    lines += ["| category | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for cat, cb in base["per_category"].items():
+        after = counted(ft["per_category"][cat][main], "asr") if ft else None
+        lines.append(f"| {cat} | {cb['n_prompts']} | " + " | ".join(cells(counted(cb[main], "asr"), after)) + " |")
+    return lines + per_type_lines(base, ft, cols)
+
+
+def over_refusal_rows(base: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One row per (source, refusal judge) beyond the headline benign/keyword rate."""
+    titles = {
+        "benign": "benign prompts",
+        "xstest_safe": "XSTest safe prompts",
+        "xstest_unsafe": "XSTest unsafe contrast prompts (refusing is right)",
+    }
+    rows = []
+    for source, judges in base.get("over_refusal", {}).items():
+        for judge in judges:
+            if (source, judge) == ("benign", base.get("over_refusal_judge", HEADLINE_JUDGE)):
+                continue  # the over-refusal row above
+            verb = "refused" if source == "xstest_unsafe" else "over-refusal"
+            label = f"{verb}: {titles[source]} ({judge})"
+            rows.append(
+                (label, lambda s, src=source, j=judge: counted(s["over_refusal"].get(src, {}).get(j, {}), "rate"))
+            )
+    return rows
+
+
+def per_type_lines(base: dict[str, Any], ft: dict[str, Any] | None, cols: list[str]) -> list[str]:
+    """Refusal rate per prompt type of each safe-prompt source, by its first refusal judge."""
+    lines = []
+    for source, judges in base.get("over_refusal", {}).items():
+        if not judges:
+            continue
+        judge = next(iter(judges))
+        lines += ["", f"Refusals per prompt type, {source} ({judge}):", ""]
+        lines += ["| type | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for kind, m in judges[judge]["per_type"].items():
+            after = counted(ft["over_refusal"][source][judge]["per_type"][kind], "rate") if ft else None
+            lines.append(f"| {kind} | {m['n']} | " + " | ".join(cells(counted(m, "rate"), after)) + " |")
+    return lines
+
+
+def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
+    lines = []
+    for variant, suffix in VARIANT_TITLES.items():
+        if f"baseline{variant}" in metrics:
+            lines += [f"# {title}{suffix}", ""]
+            lines += variant_report(metrics[f"baseline{variant}"], metrics.get(f"finetuned{variant}")) + [""]
+    if "fine_tune" in metrics:  # API models: the job and its cost (a dry run: the estimate alone)
+        lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
+    if metrics.get("reference"):  # the experiment named the paper's cells it reproduces
+        lines += paper_lines(metrics["reference"], metrics) + [""]
+    if metrics.get("prompt_format"):
+        lines += prompt_format_lines(metrics["prompt_format"]) + [""]
+    lines.append(f"Run dir: {run_dir}")
+    return "\n".join(lines) + "\n"
+
+
+def prompt_format_lines(fmt: dict[str, Any]) -> list[str]:
+    """The prompt format the run fine-tuned and evaluated in (fts.stages.prompt_format), loud when they differ."""
+    system = "none" if fmt["system_prompt"] is None else repr(fmt["system_prompt"][:100])
+    lines = [f"Prompt format: system prompt {system} (from {fmt['system_prompt_source']}), user template "
+             f"{fmt['user_template']!r}."]  # fmt: skip
+    if not fmt.get("consistent", True):
+        lines.append(
+            f"**PROMPT FORMAT MISMATCH**: {fmt['train_other_system_prompt']} of {fmt['train_examples']} fine-tuning "
+            f"examples have another system prompt; {fmt['train_user_turns_in_template']} fit the user template. The "
+            "paper fine-tunes and evaluates in one format (manifest.json: prompt_format)."
+        )
+    return lines
+
+
+def usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:.4f}"
+
+
+def fine_tune_report(job: dict[str, Any]) -> list[str]:
+    status = job["status"]
+    if status == "dry_run":
+        head = "Dry run (train.dry_run=true): nothing was uploaded, no job was created, nothing was evaluated."
+    elif status == "succeeded":
+        head = f"Fine-tuning job {job['job_id']} succeeded: {job['fine_tuned_model']}."
+    else:
+        head = f"Fine-tuning job {job['job_id']} {status}: {job.get('error') or 'no message'}. Only the baseline was evaluated."
+    rows = [
+        ("base model", job.get("base_model")),
+        (
+            "examples, tokens per epoch, epochs",
+            f"{job.get('n_examples')}, {job.get('n_tokens')}, {job.get('n_epochs')}",
+        ),
+        ("trained tokens (billed)", "—" if job.get("trained_tokens") is None else f"{job['trained_tokens']:,}"),
+        ("cost estimated / actual", f"{usd(job.get('estimated_usd'))} / {usd(job.get('actual_usd'))}"),
+    ]
+    return ["## Fine-tuning (OpenAI API)", "", head, "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+
+
+def num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
