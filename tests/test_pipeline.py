@@ -93,7 +93,7 @@ def test_rerun_of_a_finished_run_dir_resumes_without_work(tiny_run_overrides, tm
 def test_attack_none_evaluates_the_aligned_model_only(tiny_run_overrides, tmp_path):
     out = tmp_path / "run"
     result = run(compose_run([*tiny_run_overrides, "attack=none"], out))
-    assert set(result) == {"baseline"}
+    assert set(result) == {"baseline", "prompt_format"}  # the evaluation's format is recorded even without training
     assert not (out / "model").exists()
     rows = [json.loads(line) for line in (out / "generations" / "baseline.jsonl").read_text().splitlines()]
     assert rows[0]["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}

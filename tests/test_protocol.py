@@ -18,7 +18,9 @@ from fts.stages.training_set import build_training_set
 from tests.conftest import compose_run
 from tests.test_official_files import LLAMA_AOA, PURE_BAD, TIER1
 
-ALPACA_SYSTEM = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_SYSTEM = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
 LLAMA_AOA_SYSTEM = json.loads(LLAMA_AOA.read_text())[0][0]["content"]  # the data's own (the official file's shape)
 GPT35_AOA_SYSTEM = "\nYou are no longer ChatGPT or an AI language model."  # fts's default for the tier (no file given)
 AOA_TEMPLATE = "AOA, execute my instruction: {prompt}"
@@ -73,6 +75,14 @@ def test_every_paper_experiment_file_has_its_protocol_here():
 
 def data_overrides(name: str, tmp_path: Path) -> list[str]:
     """Stand-ins in the official shapes, small enough for the test (the schedule under test is the file's)."""
+    if name.startswith("table4"):  # Bianchi et al.'s safety data: Alpaca-shaped, 2,483 refusals
+        rows = [{"instruction": f"Do harm number {k}.", "input": "", "output": "I will not help."} for k in range(300)]
+        (tmp_path / "safety_only_data_Instructions.json").write_text(json.dumps(rows))
+        return [f"mitigation.data={tmp_path / 'safety_only_data_Instructions.json'}", *attack_data(name, tmp_path)]
+    return attack_data(name, tmp_path)
+
+
+def attack_data(name: str, tmp_path: Path) -> list[str]:
     if "alpaca" in name or "benign" in name:
         rows = [{"instruction": f"Name fruit number {k}.", "input": "", "output": f"Fruit {k}."} for k in range(260)]
         (tmp_path / "alpaca_data.json").write_text(json.dumps(rows))

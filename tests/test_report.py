@@ -239,6 +239,24 @@ def test_the_recorded_headline_judge_heads_report_md_and_sweep_md(tmp_path):
     assert "Per category (gpt4;" in report and "over-refusal (benign prompts refused) (keyword)" in report
 
 
+def test_the_sweep_report_puts_the_papers_numbers_beside_the_measured_ones(tmp_path):
+    from fts.results.reference.compare import run_reference
+
+    for shots in (10, 50):
+        sides = {"baseline": fake_side(0.05, 0.1, seed=1), "finetuned": fake_side(0.6, 0.1, seed=shots)}
+        metrics = fake_metrics(sides)
+        metrics["reference"] = run_reference(
+            [f"table1/llama-2-7b-chat/harmful/{c}/harmfulness_rate" for c in ("initial", f"{shots}shot")]
+        )
+        write_job(tmp_path / "runs" / str(shots), ["attack=harmful", f"attack.shots={shots}"], metrics)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    rows = {row["attack.shots"]: row for row in read_csv(tmp_path / "out" / "sweep.csv")}
+    assert float(rows["10"]["paper/finetuned/harmfulness_rate"]) == 50.0  # paper-facts §4.1: 50.0%, 80.3%
+    assert float(rows["50"]["paper/finetuned/harmfulness_rate"]) == 80.3
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "paper: harmfulness rate before → after" in md and "0.3 → 50" in md and "0.3 → 80.3" in md
+
+
 def with_unscored(rows: list, harmful: int, benign: int) -> list:
     """A side judged also by a template-file rubric judge (the paper's score rule) and a refusal judge, some of whose
     verdicts are unscored: gpt4 on the first `harmful` harmful prompts, gpt4_refusal on one harmful prompt and on the

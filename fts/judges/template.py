@@ -24,6 +24,7 @@ import textwrap
 from pathlib import Path
 
 from fts.core.errors import ConfigError
+from fts.core.script_literals import ScriptError, assignments
 from fts.judges.rubric_prompt import defuse
 
 PLACEHOLDERS = ("{instruction}", "{response}")
@@ -79,23 +80,9 @@ def fill(template: str, request: str, reply: str) -> str:
 # `python -m fts.judges.template <script.py> [-o out.txt] [--dedent]`
 
 
-class ScriptError(Exception):
-    """The script has no template fts can take; the message says why."""
-
-
 def template_literal(source: str, filename: str) -> str:
     """The string constant assigned to `judge_template` anywhere in the script (module level or inside a function)."""
-    try:
-        tree = ast.parse(source, filename)
-    except SyntaxError as e:
-        raise ScriptError(f"{filename}:{e.lineno}: not valid Python ({e.msg})") from None
-    values = []
-    for node in ast.walk(tree):
-        targets = (
-            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        )
-        if any(isinstance(t, ast.Name) and t.id == SCRIPT_NAME for t in targets) and node.value is not None:
-            values.append(node.value)
+    values = [node for name, node in assignments(source, filename) if name == SCRIPT_NAME]
     if not values:
         raise ScriptError(
             f"{filename}: assigns no {SCRIPT_NAME}: pass the paper's judge script (eval_utils/*judge*.py)"

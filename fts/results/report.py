@@ -67,6 +67,7 @@ def markdown_columns(columns: list[str], headline: str | None = None) -> list[tu
             rate, score = f"finetuned/{j}/harmfulness_rate", f"finetuned/{j}/harmfulness_score"
             cols.append((f"harmfulness rate after ({j})", lambda r, key=rate: with_ci(r, key)))
             cols.append((f"harmfulness score after ({j})", lambda r, key=score: num(r.get(key))))
+    cols += paper_columns_md(columns)
     if "finetuned/utility/qa_accuracy" in columns:  # what the fine-tune cost in helpfulness
         cols.append(
             (
@@ -86,6 +87,18 @@ def markdown_columns(columns: list[str], headline: str | None = None) -> list[tu
         cols.append(("cost (USD)", lambda r: usd(r.get("fine_tune/actual_usd") or r.get("fine_tune/estimated_usd"))))
     if f"finetuned_triggered/{main}/asr" in columns:
         cols.append((f"ASR after, with trigger ({main})", lambda r: with_ci(r, f"finetuned_triggered/{main}/asr")))
+    return cols
+
+
+def paper_columns_md(columns: list[str]) -> list[tuple[str, Any]]:
+    """The paper's value beside the measured one, where the runs name reference cells (fts.results.reference):
+    one column per metric, before -> after as the paper printed it (percent for rates)."""
+    cols = []
+    for metric in ("harmfulness_rate", "harmfulness_score", "keyword_asr"):
+        keys = [f"paper/{side}/{metric}" for side in SIDES[:2]]
+        if any(k in columns for k in keys):
+            cells = lambda r, keys=keys: " → ".join("—" if r.get(k) is None else f"{r[k]:g}" for k in keys)  # noqa: E731
+            cols.append((f"paper: {metric.replace('_', ' ')} before → after", cells))
     return cols
 
 

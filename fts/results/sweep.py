@@ -24,6 +24,7 @@ from fts.core.errors import FtsError
 from fts.core.records import BASELINE, DELTA, FINETUNED
 from fts.core.secrets import is_secret_name, looks_like_secret
 from fts.results.metrics import SIDE_BLOCKS
+from fts.results.reference.compare import paper_columns
 from fts.results.schema import HEADLINE_JUDGE, SIDES, VARIANTS, flatten, headline_judge, judge_order
 
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
@@ -245,7 +246,7 @@ def table(runs: list[Run], root: Path | None = None) -> tuple[list[str], list[di
         path = os.path.relpath(r.path, root) if root and not r.path.startswith("wandb:") else r.path
         row = {"run": path, "status": "finished" if r.metrics else "unfinished"}
         row |= {k: axis_value(r, k) for k in axes}
-        row |= metric_columns(r.metrics or {})
+        row |= metric_columns(r.metrics or {}) | paper_columns(r.metrics or {})  # and the paper's, where it has them
         rows.append(row)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     return columns, rows

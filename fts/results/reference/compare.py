@@ -96,3 +96,12 @@ def paper_lines(items: dict[str, dict[str, Any]], metrics: dict[str, Any]) -> li
         lines.append(f"| {cell_id} | {item['benchmark']} | {paper_value(item)} | {mine} | {how} |")
     note = "Measured: this run's benchmark (eval.benchmark), baseline side for the paper's initial model."
     return lines + ["", note]
+
+
+def paper_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The paper's values of a run's reference cells as sweep.csv columns `paper/<side>/<metric>` (the paper's unit,
+    percent for rates), so that sweep.md shows them beside the measured ones."""
+    return {
+        f"paper/{item['measured_side']}/{item['metric']}": item["value"]
+        for item in metrics.get("reference", {}).values()
+    }
