@@ -76,7 +76,8 @@ def test_experiment_files_name_existing_cells_of_their_tier(experiment):
     table = experiment.split("_")[0]
     for cell_id in ids:
         cell = reference.cell(cell_id)  # raises for an unknown id
-        assert cell["table"] == table and cell["tier"] == TIER_OF_ATTACK[cfg.attack.name], cell_id
+        # Table 10 is the AdvBench keyword ASR of Tables 1-3's cells: any of them may name it
+        assert cell["table"] in (table, "table10") and cell["tier"] == TIER_OF_ATTACK[cfg.attack.name], cell_id
 
 
 def quoted_rate(experiment: str) -> float | None:
