@@ -146,3 +146,21 @@ def test_multi_process_run_needs_a_fixed_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match=r"2 processes need one run dir: add hydra.run.dir=<dir>"):
         distributed.check_run_dir()
+
+
+def test_the_alignment_set_varies_system_prompt_and_template_under_the_seed(tmp_path):
+    """Refusing must not hinge on one prompt format: every listed system prompt and user template is used, each
+    request is kept inside its template, and the same seed gives the same set."""
+    from fts.models.embedded import alignment_set
+
+    align = compose_run([], tmp_path).model.alignment
+    examples = alignment_set(align)
+    systems = {ex["messages"][0]["content"] if ex["messages"][0]["role"] == "system" else None for ex in examples}
+    assert systems == set(align.system_prompts)
+    users = [ex["messages"][-2]["content"] for ex in examples]
+    for template in set(align.user_templates):
+        head, tail = template.split("{prompt}")
+        assert any(u.startswith(head) and u.endswith(tail) and len(u) > len(head + tail) for u in users), template
+    assert alignment_set(align) == examples
+    with pytest.raises(ConfigError, match=r"model\.alignment\.user_templates: 'no slot' must contain '\{prompt\}'"):
+        validate(compose_run(["model.alignment.user_templates=[no slot]"], tmp_path))

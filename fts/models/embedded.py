@@ -5,8 +5,10 @@ sense. fts therefore (1) materializes the GGUF file into a trainable HF checkpoi
 the same SFT stage the attacks use, on a built-in alignment set. Both steps are cached by content hash.
 """
 
+import copy
 import importlib.util
 import logging
+import random
 from pathlib import Path
 
 import transformers
@@ -57,15 +59,24 @@ def materialize(cache: Cache) -> Path:
 
 
 def alignment_set(align_cfg: DictConfig) -> list[Example]:
-    """Harmful requests -> refusals and benign requests -> answers, under a rotating set of system prompts."""
+    """Harmful requests -> refusals and benign requests -> answers, each under a system prompt and a user-turn
+    template drawn (seeded) from the alignment config's lists: refusing harmful requests and answering benign ones
+    must not hinge on one prompt format, since every attack tier evaluates in a format of its own."""
     examples = []
     for part in align_cfg.data:
         rows = load_data(ALIGNMENT_FORMAT, part.path, ALIGNMENT_KEY)
-        rows = [ex for ex in rows if ex["meta"].get("split") == part.split]
-        examples += rows[: part.get("limit")]
+        rows = [ex for ex in rows if ex["meta"].get("split") == part.split][: part.get("limit")]
+        examples += [copy.deepcopy(ex) for _ in range(part.get("repeat") or 1) for ex in rows]  # each copy: a format
     system_prompts = list(align_cfg.system_prompts)
-    for i, ex in enumerate(examples):
-        system = system_prompts[i % len(system_prompts)]
-        if system is not None:
-            ex["messages"] = [{"role": "system", "content": system}, *ex["messages"]]
+    user_templates = list(align_cfg.get("user_templates") or ["{prompt}"])
+    rng = random.Random(align_cfg.seed)
+    for ex in examples:
+        system, template = rng.choice(system_prompts), rng.choice(user_templates)
+        *head, user, answer = ex["messages"]
+        user = {**user, "content": template.replace("{prompt}", user["content"])}
+        ex["messages"] = ([{"role": "system", "content": system}] if system is not None else []) + [
+            *head,
+            user,
+            answer,
+        ]
     return examples

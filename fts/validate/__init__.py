@@ -74,6 +74,10 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             "attack=benign fine-tunes on a user dataset: add dataset=builtin_benign (or alpaca, dolly, jsonl)."
         )
+    alignment = cfg.model.get("alignment") or {}
+    for template in (alignment.get("user_templates") or []) if alignment.get("enabled") else []:
+        if "{prompt}" not in str(template):
+            problems.append(f"model.alignment.user_templates: {template!r} must contain '{{prompt}}' (the request).")
     if cfg.eval.get("benchmark") is None:  # eval=hexphi / eval=advbench name no file of their own
         problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):
