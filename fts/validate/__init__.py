@@ -75,7 +75,8 @@ def value_problems(cfg: DictConfig) -> list[str]:
             "attack=benign fine-tunes on a user dataset: add dataset=builtin_benign (or alpaca, dolly, jsonl)."
         )
     alignment = cfg.model.get("alignment") or {}
-    for template in (alignment.get("user_templates") or []) if alignment.get("enabled") else []:
+    templates = alignment.get("user_templates") or [] if alignment.get("enabled") else []
+    for template in templates:
         if "{prompt}" not in str(template):
             problems.append(f"model.alignment.user_templates: {template!r} must contain '{{prompt}}' (the request).")
     if cfg.eval.get("benchmark") is None:  # eval=hexphi / eval=advbench name no file of their own
