@@ -27,26 +27,34 @@ def figure(pattern: str, text: str) -> tuple[float, ...]:
 
 def test_generation_bench_prints_speeds_and_no_mismatch(tiny_model_dir, monkeypatch, capsys):
     generation = bench("generation", monkeypatch)
-    result = generation.main(
-        ["--model-path", str(tiny_model_dir), "--prompts", "8", "--new-tokens", "6", "--batch-size", "4"]
-    )
+    args = ["--model-path", str(tiny_model_dir), "--prompts", "8", "--new-tokens", "6", "--batch-size", "4"]
+    result = generation.main([*args, "eval.dtype=bfloat16"])
     out = capsys.readouterr().out
-    tokens, seconds, speed = figure(rf"fts engine \(batch 4\): {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
-    ref_tokens, _, ref_speed = figure(rf"one prompt at a time: {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
-    (speedup,) = figure(rf"speedup: {NUMBER}x", out)
-    mismatches, prompts = figure(rf"mismatches: {NUMBER} of {NUMBER} prompts", out)
-    assert 0 < tokens <= 8 * 6 and tokens == ref_tokens and speed > 0 and ref_speed > 0
-    assert speedup == pytest.approx(speed / ref_speed, rel=0.01)
-    assert (mismatches, prompts) == (0, 8) and result["mismatches"] == 0
+    ref_tokens, _, ref_speed = figure(
+        rf"reference loop \(float32, one prompt at a time\): {NUMBER} new tokens in {NUMBER} s = {NUMBER}/s", out
+    )
+    for dtype in ("float32", "bfloat16"):
+        tokens, _, speed, speedup = figure(
+            rf"fts engine, {dtype} \(batch 4\): {NUMBER} new tokens in {NUMBER} s = {NUMBER}/s = {NUMBER}x", out
+        )
+        assert 0 < tokens <= 8 * 6 and speed > 0
+        assert speedup == pytest.approx(speed / ref_speed, rel=0.02)
+        assert result[dtype]["speedup"] == pytest.approx(speedup, rel=0.01)
+    assert ref_tokens == figure(rf"fts engine, float32 \(batch 4\): {NUMBER} new", out)[0]
+    mismatches, prompts = figure(rf"mismatches against the float32 loop: {NUMBER} of {NUMBER} prompts", out)
+    assert (mismatches, prompts) == (0, 8) and result["float32"]["mismatches"] == 0
+    agree, total, _ = figure(rf"keyword verdicts equal to the float32 loop's: {NUMBER} of {NUMBER} \({NUMBER}%\)", out)
+    assert (agree, total) == (8, 8) and result["float32"]["agreement"] == 1.0
+    assert "mismatches against the bfloat16 loop:" in out and 0 <= result["bfloat16"]["agreement"] <= 1
 
 
 def test_generation_bench_times_the_vllm_engine_too(tiny_model_dir, monkeypatch, capsys, standin_vllm):
     """On the CPU stand-in of vLLM's API (conftest.standin_vllm): the figures are printed and consistent."""
     generation = bench("generation", monkeypatch)
     args = ["--model-path", str(tiny_model_dir), "--prompts", "6", "--new-tokens", "5", "--batch-size", "3", "--vllm"]
-    result = generation.main(args)
+    result = generation.main([*args, "eval.dtype=float32"])
     out = capsys.readouterr().out
-    tokens, _ = figure(rf"fts engine \(batch 3\): {NUMBER} new tokens in {NUMBER} s", out)
+    tokens, _ = figure(rf"fts engine, float32 \(batch 3\): {NUMBER} new tokens in {NUMBER} s", out)
     vllm_tokens, _, vllm_speed = figure(rf"vllm engine: {NUMBER} new tokens in {NUMBER} s = {NUMBER} new", out)
     (mismatches, prompts) = figure(rf"vllm mismatches: {NUMBER} of {NUMBER} prompts", out)
     assert vllm_tokens == tokens and vllm_speed > 0 and (mismatches, prompts) == (0, 6)

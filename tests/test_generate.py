@@ -1,5 +1,5 @@
-"""fts's batched engine gives, token for token, what generating each prompt alone gives: left padding, length-sorted
-batches and the shared prompt prefix (computed once per batch) change the cost, not the output."""
+"""fts's engine gives, token for token, what generating each prompt alone gives: continuous batching (rows leave
+at EOS, waiting prompts join), padding and the shared prompt prefix change the cost, not the output."""
 
 import torch
 from peft import AdaptionPromptConfig, LoraConfig, PrefixTuningConfig, get_peft_model
@@ -17,22 +17,72 @@ def prompts(n: int) -> list[dict]:
     ]
 
 
-def test_batches_with_a_shared_prefix_match_one_prompt_at_a_time(tiny_model_dir, monkeypatch):
+def reference(model, tokenizer, prompt: dict, max_new_tokens: int) -> list[int]:
+    """The paper's method: this prompt alone through model.generate, greedy."""
+    text = hf.render_prompt(tokenizer, prompt["messages"])
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return out[0, enc["input_ids"].shape[1] :].tolist()
+
+
+def sharp(loaded):
+    """The tiny model with large random weights: its greedy answers vary with every position and token (at the
+    default init they barely depend on position, so a misplaced position or mask would go unnoticed)."""
+    model, tokenizer = loaded
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0, 1.0 if "embed" in name else 0.3)
+    return model, tokenizer
+
+
+def test_continuous_batches_match_one_prompt_at_a_time(tiny_model_dir, monkeypatch):
+    """Rows that end leave the batch, waiting prompts join a running one (its cache left-padded to theirs), the
+    shared system-prompt prefix runs once: the answers are still exactly the ones generated alone."""
+    model, tokenizer = sharp(load(str(tiny_model_dir), MODEL_CFG))
+    alone = [reference(model, tokenizer, p, 12) for p in prompts(9)]
+    # End tokens that two rows emit mid-answer, so rows end at different steps (the others run to 12 tokens).
+    model.generation_config.eos_token_id = [alone[0][4], alone[5][2]]
+    stop = torch.tensor(model.generation_config.eos_token_id)
+    alone = [hf.trimmed(reference(model, tokenizer, p, 12), stop) for p in prompts(9)]
+    assert len({len(a) for a in alone}) > 1  # the rows do end at different lengths
+
+    joins, prefixes = [], []
+    join, shared_prefix = hf.Batch.join, hf.Decoder.shared_prefix
+
+    def spy_join(running, new):
+        joins.append(running is not None)
+        return join(running, new)
+
+    def spy_prefix(self, rows):
+        prefix = shared_prefix(self, rows)
+        prefixes.append(len(prefix[0]))
+        return prefix
+
+    monkeypatch.setattr(hf.Batch, "join", staticmethod(spy_join))
+    monkeypatch.setattr(hf.Decoder, "shared_prefix", spy_prefix)
+    rows = hf.generate(model, tokenizer, prompts(9), max_new_tokens=12, batch_size=4)
+    assert any(joins)  # prompts joined a batch that was already decoding
+    assert len(prefixes) == 1 and prefixes[0] > 10  # the system prompt's tokens, computed once for all rows
+    expected = tokenizer.batch_decode(alone, skip_special_tokens=True)
+    assert [r["response"] for r in rows] == [e.strip() for e in expected]
+    assert [r["id"] for r in rows] == [str(i) for i in range(9)]
+
+
+def test_bfloat16_generation_leaves_the_float32_weights_bit_for_bit(tiny_model_dir):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
-    shared = []
-    with_shared_prefix = hf.with_shared_prefix
-
-    def spy(model, rows, pad_id):
-        inputs = with_shared_prefix(model, rows, pad_id)
-        shared.append(inputs is not None and inputs["past_key_values"].get_seq_length())
-        return inputs
-
-    monkeypatch.setattr(hf, "with_shared_prefix", spy)
-    batched = hf.generate(model, tokenizer, prompts(7), max_new_tokens=8, batch_size=4)
-    assert len(shared) == 2 and min(shared) > 10  # both batches reused the cache of the system prompt
-    alone = [hf.generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts(7)]
-    assert [r["response"] for r in batched] == [r["response"] for r in alone]
-    assert [r["id"] for r in batched] == [str(i) for i in range(7)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with hf.in_dtype(model, torch.bfloat16) as m:
+        assert m.dtype == torch.bfloat16
+        rows = hf.generate(m, tokenizer, prompts(3), max_new_tokens=4, batch_size=4)
+    assert len(rows) == 3 and model.dtype == torch.float32
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert hf.inference_dtype("float32", torch.float32) == torch.float32
+    assert hf.inference_dtype("auto", torch.bfloat16) == torch.bfloat16  # never up-cast a bf16 model
 
 
 def test_prefix_tuning_and_llama_adapter_keep_their_own_prefixes(tiny_model_dir):
@@ -60,17 +110,18 @@ def test_batch_size_shrinks_to_the_memory_the_kv_cache_needs(tiny_model_dir):
 def test_an_out_of_memory_batch_is_retried_at_half_the_size(tiny_model_dir, monkeypatch, caplog):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     expected = [r["response"] for r in hf.generate(model, tokenizer, prompts(7), max_new_tokens=8, batch_size=1)]
-    batch_sizes = []
-    generate_batch = hf.generate_batch
+    admitted = []
+    prefill = hf.Decoder.prefill
 
-    def at_most_two(model, tokenizer, batch, *args):  # a device that holds two sequences
-        batch_sizes.append(len(batch))
-        if len(batch) > 2:
+    def at_most_two(self, prefix, index, rows):  # a device that holds two sequences
+        admitted.append(len(rows))
+        if len(rows) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return generate_batch(model, tokenizer, batch, *args)
+        return prefill(self, prefix, index, rows)
 
-    monkeypatch.setattr(hf, "generate_batch", at_most_two)
+    monkeypatch.setattr(hf.Decoder, "prefill", at_most_two)
     rows = hf.generate(model, tokenizer, prompts(7), max_new_tokens=8, batch_size=8)
-    assert batch_sizes == [7, 4, 2, 2, 2, 1]  # 8 (7 prompts) -> 4 -> 2, then the rest in twos
+    assert admitted[:3] == [7, 4, 2]  # 8 (7 prompts) -> 4 -> 2, then at most two at a time
+    assert max(admitted[2:]) <= 2
     assert [r["response"] for r in rows] == expected
     assert "retrying with batches of 2" in caplog.text

@@ -35,10 +35,11 @@ def test_numeric_keys_are_type_and_range_checked_all_at_once(tmp_path):
             "train.gradient_accumulation_steps=1.5",
             "attack.shots=0",
             "train.too_long=truncate",
+            "eval.dtype=fp8",
         ],
         tmp_path,
     )
-    assert "9 problem(s)" in message
+    assert "10 problem(s)" in message
     for expected in (
         "seed must be an integer >= 0, got -3.",
         "eval.max_per_category must be null or a positive integer, got 0.",
@@ -49,6 +50,7 @@ def test_numeric_keys_are_type_and_range_checked_all_at_once(tmp_path):
         "train.gradient_accumulation_steps must be a positive integer, got 1.5.",
         "attack.shots must be null or a positive integer, got 0.",
         "train.too_long must be warn, drop or fail, got 'truncate'.",
+        "eval.dtype must be auto, float32, bfloat16, float16; got 'fp8'.",
     ):
         assert expected in message
 

@@ -1,16 +1,17 @@
 # python experiments/bench/generation.py [--prompts 64] [--new-tokens 64] [--batch-size 32] [--format aoa]
-# Generation speed on the embedded aligned model: fts's engine (fts.generate.hf.generate: left padding, batches of
-# prompts of similar length, the batch's common token prefix computed once) against the paper's reference method
-# (one prompt at a time through model.generate, greedy), on the same prompts (built-in harmful + benign eval prompts
-# in the AOA tier's format). Prints the new tokens/s of each (tokens up to and including EOS; padding and anything
-# after EOS are not counted), the speedup, and whether the greedy outputs are identical token for token; on a
-# mismatch, the first one (token ids, the reference's top-2 logit margin there) and whether fts's engine at batch 1
-# matches. Target: >= 5x with identical outputs.
+# Generation speed on the embedded aligned model, in one run, on the same prompts (built-in harmful + benign eval
+# prompts in the AOA tier's format):
+#   1. the reference loop: float32, one prompt at a time through model.generate, greedy (the paper's method);
+#   2. fts's engine (fts.generate.hf: continuous batching on the KV cache, rows leave at EOS, waiting prompts join,
+#      the shared prompt prefix computed once) in float32;
+#   3. fts's engine in its default dtype (eval.dtype=auto: bfloat16 where the CPU/GPU has it natively).
+# Prints new tokens/s of each (tokens up to and including EOS), the ratio to the reference loop, token-level
+# mismatches against the loop of the same dtype (float32: must be 0; a bf16 loop is run for the bf16 engine), and for
+# each engine the keyword-verdict agreement with the float32 loop. Targets (issue 21): >= 15x (float32 alone >= 8x).
 # `--model-path DIR` uses a local HF model instead; trailing Hydra overrides go to the composed run config.
 # `--vllm` (CUDA, the vllm extra) also times fts's vLLM engine on the same prompts: new tokens/s, its ratio to the
 # one-prompt loop, and its mismatches against the loop (other kernels: near ties may flip).
 import argparse
-import os
 import sys
 import time
 
@@ -21,7 +22,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--prompts", type=int, default=64, help="number of eval prompts (spread over harmful + benign)")
     p.add_argument("--new-tokens", type=int, default=64, help="max new tokens per prompt")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size of fts's engine (eval.batch_size's default)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size of fts's engine (eval.batch_size's default)")
     p.add_argument("--format", default="aoa", help="attack tier whose prompt format wraps the prompts (aoa, none)")
     p.add_argument("--model-path", default=None, help="a local HF model dir instead of the embedded aligned model")
     p.add_argument("--vllm", action="store_true", help="also time the vLLM engine (eval.engine=vllm; needs CUDA)")
@@ -41,7 +42,7 @@ def eval_prompts(cfg, n: int) -> list[dict]:
 
 def stop_ids(model, tokenizer) -> set[int]:
     """The ids that end a response: the generation config's eos and the tokenizer's (as both engines stop)."""
-    from fts.generate.vllm import stop_ids as engine_stop_ids
+    from fts.generate.hf import stop_ids as engine_stop_ids
 
     return set(engine_stop_ids(tokenizer, model.generation_config))
 
@@ -54,8 +55,8 @@ def trim(ids: list[int], stop: set[int]) -> list[int]:
     return ids
 
 
-def one_at_a_time(model, tokenizer, texts: list[str], max_new_tokens: int) -> list[list[int]]:
-    """The reference method: no batching, greedy, the KV cache of model.generate."""
+def one_at_a_time(model, tokenizer, texts: list[str], max_new_tokens: int, stop: set[int]) -> list[list[int]]:
+    """The reference method: no batching, greedy, the KV cache of model.generate; new ids up to EOS."""
     import torch
 
     out = []
@@ -71,33 +72,14 @@ def one_at_a_time(model, tokenizer, texts: list[str], max_new_tokens: int) -> li
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            out.append(ids[0, enc["input_ids"].shape[1] :].tolist())
+            out.append(trim(ids[0, enc["input_ids"].shape[1] :].tolist(), stop))
     return out
 
 
-def fts_engine(model, tokenizer, prompts: list[dict], max_new_tokens: int, batch_size: int):
-    """fts's engine as evaluation calls it; model.generate is wrapped to record the new token ids per prompt.
-
-    Returns (responses, {prompt token ids: new token ids}).
-    """
-    from fts.generate.hf import generate
-
-    recorded: dict[tuple, list[int]] = {}
-    original = model.generate
-
-    def recording(*args, **kwargs):
-        out = original(*args, **kwargs)
-        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
-        for row in range(ids.shape[0]):
-            recorded[tuple(ids[row][mask[row].bool()].tolist())] = out[row, ids.shape[1] :].tolist()
-        return out
-
-    model.generate = recording
-    try:
-        rows = generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc="fts engine")
-    finally:
-        del model.generate
-    return [r["response"] for r in rows], recorded
+def timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
 
 
 def vllm_engine(cfg, checkpoint: str, prompt_ids: list[list[int]], stop: set[int], max_new_tokens: int):
@@ -138,8 +120,19 @@ def show_mismatch(model, tokenizer, prompt: dict, prompt_ids: list[int], ref: li
     )
 
 
+def keyword_refusals(cfg, tokenizer, answers: list[list[int]]) -> list[bool]:
+    """The keyword judge's refusal verdict on each answer (conf/judge/keyword.yaml's strings)."""
+    from fts.judges.keyword import KeywordJudge
+
+    judge = KeywordJudge(cfg.judge.keyword.keywords)
+    return [judge.refusal_marker(tokenizer.decode(a, skip_special_tokens=True).strip()) is not None for a in answers]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    import torch
+
+    from fts.generate.hf import generate_ids, in_dtype, inference_dtype
     from fts.models.chat import render_prompt
 
     cfg = compose_run([f"attack={args.format}", *model_overrides(args.model_path), *args.overrides])
@@ -150,46 +143,59 @@ def main(argv: list[str] | None = None) -> dict:
     prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     stop = stop_ids(model, tokenizer)
     n_sets = {s: sum(p["set"] == s for p in prompts) for s in ("harmful", "benign")}
-    print(f"model: {checkpoint}")
+    default = inference_dtype(cfg.eval.dtype, model.dtype)
+    print(f"model: {checkpoint} (held in {model.dtype}; eval.dtype={cfg.eval.dtype} -> {default})")
     print(
         f"prompts: {len(prompts)} ({n_sets['harmful']} harmful, {n_sets['benign']} benign; attack={args.format} "
-        f"format), max_new_tokens {args.new_tokens}, threads {os.environ.get('OMP_NUM_THREADS', 'default')}"
+        f"format), max_new_tokens {args.new_tokens}, threads {torch.get_num_threads()}"
     )
-    one_at_a_time(model, tokenizer, texts[:1], 2)  # warm-up: first-call costs are no one's
+    one_at_a_time(model, tokenizer, texts[:1], 2, stop)  # warm-up: first-call costs are no one's
 
-    started = time.perf_counter()
-    responses, recorded = fts_engine(model, tokenizer, prompts, args.new_tokens, args.batch_size)
-    t_engine = time.perf_counter() - started
-    started = time.perf_counter()
-    reference = one_at_a_time(model, tokenizer, texts, args.new_tokens)
-    t_ref = time.perf_counter() - started
+    def engine(dtype):
+        with in_dtype(model, dtype) as m:
+            generate_ids(m, tokenizer, prompts[:2], 2, args.batch_size, "warm-up")
+            return timed(generate_ids, m, tokenizer, prompts, args.new_tokens, args.batch_size, f"fts {dtype}")
 
-    ours = [trim(recorded[tuple(ids)], stop) for ids in prompt_ids]
-    ref = [trim(r, stop) for r in reference]
-    n_ours, n_ref = sum(map(len, ours)), sum(map(len, ref))
-    speed_ours, speed_ref = n_ours / t_engine, n_ref / t_ref
-    mismatched = [i for i in range(len(prompts)) if ours[i] != ref[i]]
-    text_mismatches = sum(
-        responses[i] != tokenizer.decode(ref[i], skip_special_tokens=True).strip() for i in range(len(prompts))
-    )
-    engine = f"fts engine (batch {args.batch_size}):"
-    print(f"{engine} {n_ours} new tokens in {t_engine:.1f} s = {speed_ours:.1f} new tokens/s")
-    print(f"one prompt at a time: {n_ref} new tokens in {t_ref:.1f} s = {speed_ref:.1f} new tokens/s")
-    print(f"speedup: {speed_ours / speed_ref:.2f}x (target >= 5x)")
-    print(f"mismatches: {len(mismatched)} of {len(prompts)} prompts (token ids; responses as text: {text_mismatches})")
-    if mismatched:
-        i = mismatched[0]
-        show_mismatch(model, tokenizer, prompts[i], prompt_ids[i], ref[i], ours[i])
-        batch1, _ = fts_engine(model, tokenizer, [prompts[j] for j in mismatched], args.new_tokens, 1)
-        same = sum(
-            batch1[k] == tokenizer.decode(ref[j], skip_special_tokens=True).strip() for k, j in enumerate(mismatched)
+    def loop(dtype):
+        with in_dtype(model, dtype) as m:
+            return timed(one_at_a_time, m, tokenizer, texts, args.new_tokens, stop)
+
+    reference, t_ref = loop(torch.float32)
+    n_ref = sum(map(len, reference))
+    speed_ref = n_ref / t_ref
+    print(f"reference loop (float32, one prompt at a time): {n_ref} new tokens in {t_ref:.1f} s = {speed_ref:.1f}/s")
+    refusals_ref = keyword_refusals(cfg, tokenizer, reference)
+    result = {}
+    for dtype in dict.fromkeys([torch.float32, default]):
+        name = str(dtype).removeprefix("torch.")
+        ours, t_ours = engine(dtype)
+        same_dtype_loop = reference if dtype == torch.float32 else loop(dtype)[0]
+        n_ours = sum(map(len, ours))
+        speed = n_ours / t_ours
+        mismatched = [i for i in range(len(prompts)) if ours[i] != same_dtype_loop[i]]
+        agree = sum(a == b for a, b in zip(keyword_refusals(cfg, tokenizer, ours), refusals_ref, strict=True))
+        print(
+            f"fts engine, {name} (batch {args.batch_size}): {n_ours} new tokens in {t_ours:.1f} s = {speed:.1f}/s "
+            f"= {speed / speed_ref:.2f}x the reference loop"
         )
-        print(f"fts engine at batch 1 on the mismatched prompts: {same} of {len(mismatched)} match the reference")
-    result = {"speedup": speed_ours / speed_ref, "mismatches": len(mismatched)}
+        print(f"  mismatches against the {name} loop: {len(mismatched)} of {len(prompts)} prompts (token ids)")
+        print(
+            f"  keyword verdicts equal to the float32 loop's: {agree} of {len(prompts)} ({agree / len(prompts):.1%})"
+        )
+        if mismatched:
+            with in_dtype(model, dtype) as m:
+                i = mismatched[0]
+                show_mismatch(m, tokenizer, prompts[i], prompt_ids[i], same_dtype_loop[i], ours[i])
+        result[name] = {"speedup": speed / speed_ref, "mismatches": len(mismatched), "agreement": agree / len(prompts)}
+    best = result[str(default).removeprefix("torch.")]
+    print(
+        f"targets: default dtype >= 15x: {best['speedup']:.2f}x; float32 >= 8x: {result['float32']['speedup']:.2f}x; "
+        f"float32 mismatches 0: {result['float32']['mismatches']}"
+    )
     if args.vllm:
         served, t_vllm = vllm_engine(cfg, checkpoint, prompt_ids, stop, args.new_tokens)
         n_vllm = sum(map(len, served))
-        differ = sum(served[i] != ref[i] for i in range(len(prompts)))
+        differ = sum(served[i] != reference[i] for i in range(len(prompts)))
         print(f"vllm engine: {n_vllm} new tokens in {t_vllm:.1f} s = {n_vllm / t_vllm:.1f} new tokens/s")
         print(f"vllm speedup over one prompt at a time: {n_vllm / t_vllm / speed_ref:.2f}x")
         print(f"vllm mismatches: {differ} of {len(prompts)} prompts (token ids)")

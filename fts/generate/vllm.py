@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from fts.core.device import release_memory
 from fts.core.errors import ConfigError
 from fts.core.records import Generation, Prompt
+from fts.generate.hf import stop_ids
 from fts.models.chat import render_prompt
 
 log = logging.getLogger(__name__)
@@ -197,13 +198,3 @@ class VllmEngine:
             self.sleep()
         texts = [tokenizer.decode(out.outputs[0].token_ids, skip_special_tokens=True).strip() for out in outputs]
         return [{**p, "response": text} for p, text in zip(prompts, texts, strict=True)]
-
-
-def stop_ids(tokenizer: PreTrainedTokenizerBase, generation_config: Any) -> list[int]:
-    """The token ids that end a response, as `generate` in transformers stops on them: the generation config's eos
-    (one id or several: Llama 3's <|eot_id|>) and the tokenizer's."""
-    ids = getattr(generation_config, "eos_token_id", None)
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fts.core.artifacts import read_jsonl, write_json, write_jsonl
 from fts.core.cache import Cache
 from fts.core.config import build
+from fts.core.device import bf16_fast
 from fts.core.errors import DataError
 from fts.core.manifest import Manifest
 from fts.core.records import FINETUNED, Prompt
@@ -24,7 +25,7 @@ from fts.data.formats import load, load_fixed
 from fts.data.lengths import fit_prompts, min_tokens
 from fts.data.prompts import first_per_category, user
 from fts.generate import openai as openai_engine
-from fts.generate.hf import generate
+from fts.generate.hf import generate, in_dtype, inference_dtype
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge, build_judges
 from fts.stages import prompt_format
@@ -139,6 +140,8 @@ class Evaluator:
     def decoding(self) -> dict[str, Any]:
         cfg = self.eval_cfg
         decoding = {"engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens, "greedy": True}
+        if cfg.engine == "hf":  # auto means bfloat16 on hardware that has it: the hardware is part of the output
+            decoding["dtype"] = cfg.dtype if cfg.dtype != "auto" else f"auto (native bf16: {bf16_fast()})"
         if cfg.get("mt_bench") is not None:  # sampled at per-category temperatures, up to its own length
             mt = cfg.mt_bench
             decoding["mt_bench"] = {
@@ -180,7 +183,8 @@ class Evaluator:
         if self.eval_cfg.engine == "vllm":  # `model` is a vllm.Served handle on weights on disk
             return self.vllm.generate(model, tokenizer, prompts, max_new_tokens, desc=desc, temperature=temperature)
         batch_size = self.eval_cfg.batch_size
-        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature)
+        with in_dtype(model, inference_dtype(self.eval_cfg.dtype, model.dtype)) as model_in_dtype:
+            return generate(model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc, temperature)
 
     def mt_bench_answers(self, model, tokenizer, questions: list[Prompt], desc: str) -> list[dict]:
         """Both turns of every question: turn 1, then turn 2 after the model's own first answer, each batch at

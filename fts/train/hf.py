@@ -22,7 +22,7 @@ from trl import SFTConfig, SFTTrainer
 from fts.core import distributed
 from fts.core.cache import Cache, digest
 from fts.core.config import build
-from fts.core.device import bf16_fast
+from fts.core.device import bf16_fast, release_memory
 from fts.core.errors import ConfigError, DataError, ModelError
 from fts.core.records import Example
 from fts.models.chat import render_example
@@ -164,6 +164,7 @@ def fine_tune(
         save_trained(trainer, save_dir, history, save_weights)
     trained = ready_for_inference(trainer.model)
     del trainer
+    release_memory()  # the optimizer state and the activations' heap pages, before anything generates
     return trained, history
 
 

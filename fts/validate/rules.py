@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fts.core.fingerprint import RESUME_CHOICES
 from fts.data.lengths import TOO_LONG_CHOICES
+from fts.generate.hf import DTYPES as INFERENCE_DTYPES
 
 ABSENT = object()
 # A name fts joins into a path (logs/<task_name>/runs/...): one plain folder name, never `..`, `/` or absolute.
@@ -106,6 +107,8 @@ def range_problems(cfg: DictConfig) -> list[str]:
     problems += choice_problems(cfg) + peft_config_problems(cfg)
     if cfg.eval.get("too_long", "fail") not in TOO_LONG_CHOICES:
         problems.append(f"eval.too_long must be fail or drop, got {cfg.eval.get('too_long')!r}.")
+    if cfg.eval.get("dtype", "auto") not in ("auto", *INFERENCE_DTYPES):
+        problems.append(f"eval.dtype must be auto, {', '.join(INFERENCE_DTYPES)}; got {cfg.eval.get('dtype')!r}.")
     if cfg.get("resume", "auto") not in RESUME_CHOICES:
         problems.append(f"resume must be auto or force, got {cfg.get('resume')!r}.")
     return problems + name_problems(cfg)
