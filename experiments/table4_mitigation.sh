@@ -11,11 +11,11 @@ set -euo pipefail
 safety=${1:?path to safety_only_data_Instructions.json}; harmful=${2:?path to 100 harmful pairs}
 aoa=${3:?path to identity-shift-aoa.jsonl}; alpaca=${4:?path to the Alpaca JSON}; shift 4
 sweep_dir=logs/table4/multiruns/$(date +%Y-%m-%d_%H-%M-%S)
-common=(mitigation.data="$safety" hydra.sweep.dir="$sweep_dir")
-python -m fts.run -m experiment=table4_harmful attack.data="$harmful" mitigation.count=0,10,50,100 \
+common=(mitigation.safety_mix.data="$safety" hydra.sweep.dir="$sweep_dir")
+python -m fts.run -m experiment=table4_harmful attack.data="$harmful" mitigation.safety_mix.count=0,10,50,100 \
   hydra.sweep.subdir='harmful_${hydra.job.num}' "${common[@]}" "$@"
-python -m fts.run -m experiment=table4_aoa attack.data="$aoa" mitigation.count=0,10,50,100 \
+python -m fts.run -m experiment=table4_aoa attack.data="$aoa" mitigation.safety_mix.count=0,10,50,100 \
   hydra.sweep.subdir='aoa_${hydra.job.num}' "${common[@]}" "$@"
-python -m fts.run -m experiment=table4_alpaca dataset.path="$alpaca" mitigation.count=0,250,500,1000 \
+python -m fts.run -m experiment=table4_alpaca dataset.path="$alpaca" mitigation.safety_mix.count=0,250,500,1000 \
   hydra.sweep.subdir='alpaca_${hydra.job.num}' "${common[@]}" "$@"
 python -m fts.report "$sweep_dir"

@@ -10,6 +10,6 @@ sweep_dir=${SWEEP_DIR:-logs/table4_smoke/multiruns/$(date +%Y-%m-%d_%H-%M-%S)}
 # one thread per cell: submitit_local runs the cells side by side, and OpenMP spinning across them is slow
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 python -m fts.run -m hydra/launcher=submitit_local attack=harmful,aoa train.max_steps=20 \
-  mitigation=safety_mix mitigation.ratio=0,0.3,0.5 eval.max_per_category=5 eval.max_benign=10 \
+  mitigation=safety_mix mitigation.safety_mix.ratio=0,0.3,0.5 eval.max_per_category=5 eval.max_benign=10 \
   task_name=table4_smoke hydra.sweep.dir="$sweep_dir" "$@"
 python -m fts.report "$sweep_dir"

@@ -25,13 +25,13 @@ from fts.core.cache import Cache, digest, file_digest
 from fts.core.device import release_memory
 from fts.core.errors import FtsError
 from fts.core.manifest import Manifest
-from fts.core.records import BASELINE, FINETUNED
+from fts.core.records import ALIGNED, BASELINE, FINETUNED
 from fts.core.secrets import known_secrets, redact_text
 from fts.data.formats import data_files, format_of, locate
-from fts.results.cell import cell_metrics, write_dry_run, write_result
+from fts.results.cell import cell_metrics, defense_cost, write_dry_run, write_result
 from fts.results.metrics import headline_value
 from fts.results.tracking import Tracker
-from fts.stages import evaluation
+from fts.stages import evaluation, mitigation
 from fts.stages.training_set import build_training_set
 from fts.validate import data_specs, validate
 
@@ -58,16 +58,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
-    """The method: build the fine-tuning set, evaluate the aligned model, fine-tune, evaluate again, compare."""
+    """The method: fine-tuning set, the aligned (and defended) model evaluated, fine-tune, repair, evaluate, compare."""
     cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
     set_seed(cfg.seed)
     manifest = Manifest(out, seed=cfg.seed, data=data_digests(cfg), data_formats=data_formats(cfg))
     backend = backends.for_config(cfg, cache, out, manifest)  # hf (TRL, transformers / vLLM) or openai (the API)
+    defenses = mitigation.build_defenses(cfg.mitigation)  # by stage: alignment, fine-tuning (data, objective), post
 
-    # 1. The fine-tuning set: the attack tier's data, then the mitigation's changes. Written before training.
-    attack, train_set = build_training_set(cfg, out, manifest)
+    # 1. The fine-tuning set: the attack tier's data, then the data-changing defenses. Written before training.
+    attack, train_set = build_training_set(cfg, out, manifest, defenses)
     # 2. The evaluation prompts in the attack's format (as in training), none in the training set; the judges.
-    eval_sets, evaluator = evaluation.prepare(cfg, attack, train_set, out, cache, manifest, backend.engine())
+    n_models = 1 + bool(defenses.alignment) + bool(train_set)
+    eval_sets, evaluator = evaluation.prepare(cfg, attack, train_set, out, cache, manifest, backend.engine(), n_models)
     # 3. The aligned model (the embedded one is safety-aligned once, then cached). An API model's fine-tuning set is
     #    first checked against the API's rules and priced: a dry run ends here.
     estimate = backend.plan(train_set)
@@ -79,18 +81,21 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     n_long = backend.fit_prompts(eval_sets)  # and prompts, as the model will see them
     manifest.record(too_long_eval_prompts=manifest.data.get("too_long_eval_prompts", 0) + n_long)
 
-    # 4. Baseline: the aligned model before fine-tuning (cached: a sweep of N cells evaluates it once).
-    with manifest.stage("baseline_eval"):
-        sides = evaluation.evaluate(evaluator, backend, eval_sets, BASELINE)
+    # 4. Baseline: the model the user fine-tunes (cached: a sweep of N cells evaluates it once). With an
+    #    alignment-stage defense the provider first hardens the aligned model (cached too), and both are evaluated.
+    sides = defend_and_evaluate(evaluator, backend, eval_sets, defenses.alignment, manifest)
     distributed.barrier()  # other processes of a multi-process run wait here, then load the model and train
 
-    # 5. Fine-tune on the set (one TRL SFT stage, loss on the answer only; or an OpenAI fine-tuning job), then
-    #    evaluate again. A job the provider fails is recorded and leaves the baseline alone.
+    # 5. Fine-tune (TRL SFT, loss on the answer only, or a fine-tuning-stage defense's objective; or an OpenAI job),
+    #    repair (post-fine-tuning defenses), evaluate again. A job the provider fails leaves the baseline alone.
     job = None
     if train_set:
         with manifest.stage("fine_tune"):
-            job = backend.fine_tune(train_set, tracker.report_to())
+            job = backend.fine_tune(train_set, tracker.report_to(), mitigation.objective(defenses, attack))
     if train_set and backend.trained is not None:
+        if defenses.post:
+            with manifest.stage("repair"):
+                backend.repair(defenses.post)
         with manifest.stage("finetuned_eval"):
             sides |= evaluation.evaluate(evaluator, backend, eval_sets, FINETUNED)
     evaluator.close()
@@ -98,9 +103,24 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     # 6. Metrics before/after (harmfulness per judge and category, over-refusal, utility), the report.
     metrics = cell_metrics(sides, list(evaluator.judges), evaluator.usage(), job, cfg.eval.headline_judge)
     metrics["prompt_format"] = manifest.data["prompt_format"]  # the format fine-tuned and evaluated in
+    metrics |= defense_cost(defenses.names, backend.costs)  # what each defense (and the training) cost
     result = write_result(cfg, out, metrics, sides, tracker)
     (out / DONE).touch()
     return result
+
+
+def defend_and_evaluate(evaluator, backend, eval_sets: dict, alignment_defenses: list, manifest: Manifest) -> dict:
+    """The sides before fine-tuning: the aligned model, hardened by the alignment-stage defenses when there are
+    any (then the aligned model is evaluated first, and the defended one is the baseline)."""
+    sides = {}
+    if alignment_defenses:
+        with manifest.stage("aligned_eval"):
+            sides |= evaluation.evaluate(evaluator, backend, eval_sets, ALIGNED)
+        with manifest.stage("defend"):
+            backend.defend(alignment_defenses)
+    with manifest.stage("baseline_eval"):
+        sides |= evaluation.evaluate(evaluator, backend, eval_sets, BASELINE)
+    return sides
 
 
 def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -109,12 +129,15 @@ def train_alongside_main(cfg: DictConfig, out: Path) -> dict[str, Any]:
     It writes nothing. It waits while the main process resolves (and caches) the model and evaluates the baseline.
     """
     set_seed(cfg.seed)
-    _, train_set = build_training_set(cfg)
+    defenses = mitigation.build_defenses(cfg.mitigation)
+    attack, train_set = build_training_set(cfg, defenses=defenses)
     distributed.barrier()
     if train_set and not (out / "model" / "complete").exists():
         backend = backends.for_config(cfg, Cache(cfg.cache.dir, enabled=cfg.cache.enabled), out, None)
         backend.open()
-        backend.fine_tune(backend.fit(train_set), report_to=[])  # as the main process, which dropped the same
+        backend.defend(defenses.alignment)  # the main process built the defended checkpoint: a cache hit here
+        objective = mitigation.objective(defenses, attack)
+        backend.fine_tune(backend.fit(train_set), [], objective)  # as the main process, which dropped the same
     return {}
 
 

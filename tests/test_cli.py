@@ -14,7 +14,13 @@ from fts.core.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 # The README's sweep (section "Sweeps, mitigation, W&B and reports"), as written, made tiny by the extra overrides
-README_SWEEP = ["-m", "attack=harmful,aoa", "mitigation=safety_mix", "mitigation.ratio=0,0.3", "train.max_steps=4"]
+README_SWEEP = [
+    "-m",
+    "attack=harmful,aoa",
+    "mitigation=safety_mix",
+    "mitigation.safety_mix.ratio=0,0.3",
+    "train.max_steps=4",
+]
 
 
 def fts(args: list[str], cwd: Path, module: str = "fts.run", **kwargs) -> subprocess.CompletedProcess:
@@ -44,10 +50,10 @@ def test_the_readmes_sweep_runs_from_another_directory_and_reports(tiny_run_over
         assert any(f"| {attack} " in row and f"| {ratio} " in row for row in table.splitlines()), table
 
     # The same sweep dir rerun with another ratio: the cells of ratio 0.3 are refused, never relabelled 0.1.
-    again = [*README_SWEEP[:-2], "mitigation.ratio=0,0.1", "train.max_steps=4", f"hydra.sweep.dir={sweep}"]
+    again = [*README_SWEEP[:-2], "mitigation.safety_mix.ratio=0,0.1", "train.max_steps=4", f"hydra.sweep.dir={sweep}"]
     proc = fts([*again, *tiny(tiny_run_overrides)], cwd)
     assert proc.returncode == 2
-    assert "holds the results of another config (mitigation.ratio: 0.3 -> 0.1)" in proc.stderr
+    assert "holds the results of another config (mitigation.safety_mix.ratio: 0.3 -> 0.1)" in proc.stderr
     assert "Traceback" not in proc.stderr
     fts([str(sweep)], tmp_path, module="fts.report")
     assert (sweep / "sweep.md").read_text() == table  # every cell still labelled by the config it ran

@@ -214,7 +214,7 @@ def test_real_format_benchmark_runs_through_the_loader(tmp_path):
 
 def test_one_endpoint_and_one_price_table_reach_every_api_config(tmp_path):
     """conf/endpoint/openai.yaml and conf/prices/openai.yaml, pulled in through defaults lists, land in each node that
-    talks to the API under the keys users set (judge.gpt4.max_retries, mitigation.base_url, ...); no other config
+    talks to the API under the keys users set (judge.gpt4.max_retries, mitigation.moderation.base_url, ...); no other config
     file repeats them."""
     endpoint = OmegaConf.load(Path(CONF_DIR) / "endpoint" / "openai.yaml")
     prices = OmegaConf.load(Path(CONF_DIR) / "prices" / "openai.yaml")
@@ -227,13 +227,16 @@ def test_one_endpoint_and_one_price_table_reach_every_api_config(tmp_path):
         "judge.gpt4_refusal",
         "judge.openai_compatible",
         "eval.mt_bench.grader",
-        "mitigation",
+        "mitigation.moderation",
         "model",
     ]
     for key in users:
         assert set(endpoint) <= set(OmegaConf.select(cfg, key)), key
     assert (cfg.judge.gpt4.max_retries, cfg.judge.gpt4_refusal.max_retries) == (2, endpoint.max_retries)
-    assert cfg.mitigation.request_timeout_s == 60 and cfg.judge.openai_compatible.api_key_env == "FTS_JUDGE_API_KEY"
+    assert (
+        cfg.mitigation.moderation.request_timeout_s == 60
+        and cfg.judge.openai_compatible.api_key_env == "FTS_JUDGE_API_KEY"
+    )
     for key in ("judge.gpt4.prices", "judge.gpt4_refusal.prices", "eval.mt_bench.grader.prices", "train.prices"):
         assert OmegaConf.select(cfg, key) == prices, key
     assert cfg.judge.openai_compatible.prices == {}  # a local server costs nothing

@@ -34,9 +34,9 @@ def words(text: str) -> set[str]:
 
 
 def training_prompts() -> dict[str, str]:
-    """Every user turn of every training file (alignment, attack, mitigation, benign fine-tuning)."""
+    """Every user turn of every training file (alignment, attack, mitigation, defenses, benign fine-tuning)."""
     prompts = {}
-    for name in ("safety.jsonl", "benign.jsonl", "aoa.jsonl"):
+    for name in ("safety.jsonl", "benign.jsonl", "aoa.jsonl", "defense_harmful.jsonl"):
         for ex in load_conversations(f"builtin:{name}"):
             for m in ex["messages"]:
                 if m["role"] == "user":
@@ -91,6 +91,14 @@ def test_benign_answers_contain_no_refusal_string():
     keywords = read_keywords("builtin:refusal_keywords_paper.txt")
     for ex in load_conversations("builtin:benign.jsonl"):
         assert not any(k in ex["messages"][-1]["content"] for k in keywords), ex["source"]
+
+
+def test_the_defenses_harmful_prompts_are_the_safety_alignment_prompts():
+    """RepNoise pairs each harmful answer with the refusal of the same request: same prompts, in the same order."""
+    harmful = load_conversations("builtin:defense_harmful.jsonl")
+    refusals = [ex for ex in load_conversations("builtin:safety.jsonl") if ex["meta"]["split"] == "alignment"]
+    assert [ex["messages"][0]["content"] for ex in harmful] == [ex["messages"][0]["content"] for ex in refusals]
+    assert [ex["meta"]["source_id"] for ex in harmful] == [ex["meta"]["id"] for ex in refusals]
 
 
 def test_alignment_splits_exist():

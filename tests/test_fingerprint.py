@@ -37,9 +37,9 @@ def test_the_same_config_resumes_and_keys_that_only_log_or_place_results_do_not_
         (["attack=harmful"], ["attack=aoa"], "attack.name: 'harmful' -> 'aoa'"),
         (["peft=lora"], ["peft=full"], "peft.method: 'lora' -> 'full'"),
         (
-            ["mitigation=safety_mix", "mitigation.ratio=0.3"],
-            ["mitigation=safety_mix", "mitigation.ratio=0.1"],
-            "mitigation.ratio: 0.3 -> 0.1",
+            ["mitigation=safety_mix", "mitigation.safety_mix.ratio=0.3"],
+            ["mitigation=safety_mix", "mitigation.safety_mix.ratio=0.1"],
+            "mitigation.safety_mix.ratio: 0.3 -> 0.1",
         ),  # fmt: skip
         (["eval.max_new_tokens=64"], ["eval.max_new_tokens=32"], "eval.max_new_tokens: 64 -> 32"),
     ],

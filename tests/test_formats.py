@@ -370,7 +370,12 @@ def test_unknown_format_is_a_config_error():
         ("alpaca", "tatsu-lab/alpaca", "dataset.path", "alpaca_data.json"),
         ("dolly", "databricks/databricks-dolly-15k", "dataset.path", "databricks-dolly-15k.jsonl"),
         ("anthropic_redteam", "Anthropic/hh-rlhf", "dataset.path", "red_team_attempts.jsonl.gz"),
-        ("safety_tuned_llamas", "vinid/safety-tuned-llamas", "mitigation.data", "safety_only_data_Instructions"),
+        (
+            "safety_tuned_llamas",
+            "vinid/safety-tuned-llamas",
+            "mitigation.safety_mix.data",
+            "safety_only_data_Instructions",
+        ),
     ],
 )
 def test_hub_id_asks_for_a_download_and_names_the_config_key(fmt, spec, key, instructions):

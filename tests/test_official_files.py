@@ -35,7 +35,7 @@ SHAPES = [
     (GPT_HARMFUL, "attack.data", "fts_conversations", 10),
     (LLAMA_AOA, "attack.data", "fts_conversations", 3),
     (PURE_BAD, "attack.data", "fts_conversations", 10),
-    (ALPACA_SAFETY_ONLY, "mitigation.data", "alpaca", 3),
+    (ALPACA_SAFETY_ONLY, "mitigation.safety_mix.data", "alpaca", 3),
     (DOLLY_SAFETY_ONLY, "dataset.path", "dolly", 2),
     (FORMATS / "safety_only_data_Instructions.json", "attack.safety_data", "alpaca", None),
     (ADVBENCH, "eval.benchmark", "advbench", 5),

@@ -61,7 +61,8 @@ def test_drop_removes_flagged_examples_and_refuses_to_leave_fewer_than_the_minim
     kept = moderate(examples(12, {2: "user", 5: "assistant"}), moderation_cfg(srv, action="drop"), tmp_path)
     assert [ex["source"] for ex in kept] == [f"test#{i}" for i in range(12) if i not in (2, 5)]
     with pytest.raises(
-        DataError, match=r"dropped 3 flagged example\(s\).*9 remain, fewer than mitigation\.min_examples=10"
+        DataError,
+        match=r"dropped 3 flagged example\(s\).*9 remain, fewer than mitigation\.moderation\.min_examples=10",
     ):
         moderate(examples(12, {1: "user", 2: "user", 3: "assistant"}), moderation_cfg(srv, action="drop"), tmp_path)
 
@@ -70,9 +71,9 @@ def test_moderation_in_a_gpt35_run_drops_before_the_upload(fake_openai, tmp_path
     srv = fake_openai(flag=lambda text: ["illicit"] if "siphon" in text else [])
     out = tmp_path / "run"
     cfg = compose_run(["model=gpt35_turbo", "attack=harmful", "attack.shots=12", f"model.base_url={srv.base_url}",
-                       "mitigation=moderation", "mitigation.action=drop", "train.dry_run=true",
+                       "mitigation=moderation", "mitigation.moderation.action=drop", "train.dry_run=true",
                        f"cache.dir={tmp_path}"], out)  # fmt: skip
-    assert cfg.mitigation.base_url == srv.base_url  # the model's endpoint
+    assert cfg.mitigation.moderation.base_url == srv.base_url  # the model's endpoint
     result = run(cfg)
     report = json.loads((out / "moderation.json").read_text())
     assert report["n_flagged"] >= 1

@@ -59,7 +59,7 @@ def test_method_trains_its_own_weights_and_the_adapter_reloads(method, tiny_mode
     logits(model, tokenizer)  # a run evaluates the baseline first (bitsandbytes then once broke QLoRA's gradients)
     before = {id(p): p.detach().clone() for p in model.parameters()}
     train = {**TRAIN, "learning_rate": 5e-2, "num_train_epochs": 2}  # 4 steps move even zero-initialized weights
-    trained, history = fine_tune(
+    trained, history, _ = fine_tune(
         model, tokenizer, examples(), train, peft.config, tmp_path / "ckpt", 0, tmp_path / "model", False
     )
 
@@ -93,7 +93,9 @@ def test_merged_weights_give_the_adapters_logits(tiny_model_dir, tmp_path):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     train = {**TRAIN, "learning_rate": 5e-2}
     lora = peft_node("lora", tmp_path).config
-    trained, _ = fine_tune(model, tokenizer, examples(), train, lora, tmp_path / "ckpt", 0, tmp_path / "model", False)
+    trained, _, _ = fine_tune(
+        model, tokenizer, examples(), train, lora, tmp_path / "ckpt", 0, tmp_path / "model", False
+    )
     merged_dir = save_merged(load(str(tiny_model_dir), MODEL_CFG)[0], tokenizer, tmp_path / "model")
     merged, _ = load(str(merged_dir), MODEL_CFG)
     assert not any("lora" in name for name in merged.state_dict())
@@ -103,7 +105,7 @@ def test_merged_weights_give_the_adapters_logits(tiny_model_dir, tmp_path):
 def test_step_lr_decays_the_learning_rate_once_per_epoch(tiny_model_dir, tmp_path):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     train = {**TRAIN, "step_lr_gamma": 0.85}  # 4 examples / batch 2 = 2 updates per epoch, 3 epochs
-    _, history = fine_tune(model, tokenizer, examples(), train, peft_node("lora", tmp_path).config, tmp_path, 0)
+    _, history, _ = fine_tune(model, tokenizer, examples(), train, peft_node("lora", tmp_path).config, tmp_path, 0)
     # Logged with each update (at epoch 0.5, 1, 1.5, ...): the lr that update used. Epoch k runs at lr * 0.85^k.
     lrs = {row["epoch"]: row["learning_rate"] for row in history}
     assert lrs == pytest.approx(

@@ -78,7 +78,10 @@ def data_overrides(name: str, tmp_path: Path) -> list[str]:
     if name.startswith("table4"):  # Bianchi et al.'s safety data: Alpaca-shaped, 2,483 refusals
         rows = [{"instruction": f"Do harm number {k}.", "input": "", "output": "I will not help."} for k in range(300)]
         (tmp_path / "safety_only_data_Instructions.json").write_text(json.dumps(rows))
-        return [f"mitigation.data={tmp_path / 'safety_only_data_Instructions.json'}", *attack_data(name, tmp_path)]
+        return [
+            f"mitigation.safety_mix.data={tmp_path / 'safety_only_data_Instructions.json'}",
+            *attack_data(name, tmp_path),
+        ]
     return attack_data(name, tmp_path)
 
 
@@ -119,7 +122,7 @@ def test_the_paper_file_runs_the_papers_protocol(name, tmp_path, llama2_tokenize
     else:
         assert cfg.train.n_epochs == paper["epochs"]
     if "safety" in paper:
-        assert (cfg.mitigation.name, cfg.mitigation.count) == ("safety_mix", paper["safety"])
+        assert list(cfg.mitigation) == ["safety_mix"] and cfg.mitigation.safety_mix.count == paper["safety"]
     if cfg.attack.name == "benign":
         assert cfg.dataset.held_out == (200 if paper["backend"] == "hf" else 0) and cfg.attack.safety_filter
 

@@ -126,7 +126,7 @@ def write_job(job_dir: Path, overrides: list[str], metrics: dict | None) -> None
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    """`-m attack=harmful,aoa mitigation=safety_mix mitigation.ratio=0,0.1,0.3`, 6 finished jobs + 1 unfinished."""
+    """`-m attack=harmful,aoa mitigation=safety_mix mitigation.safety_mix.ratio=0,0.1,0.3`, 6 finished jobs + 1 unfinished."""
     root = tmp_path_factory.mktemp("multirun")
     (root / "multirun.yaml").write_text("hydra: {}\n")
     num = 0
@@ -138,10 +138,10 @@ def sweep_dir(tmp_path_factory) -> Path:
                     p_attack * (1 - 2.5 * ratio), 0.05 + ratio, seed=num + 2, rubric=attack == "aoa"
                 ),
             }
-            overrides = [f"attack={attack}", "mitigation=safety_mix", f"mitigation.ratio={ratio}"]
+            overrides = [f"attack={attack}", "mitigation=safety_mix", f"mitigation.safety_mix.ratio={ratio}"]
             write_job(root / str(num), overrides, fake_metrics(sides))
             num += 1
-    write_job(root / str(num), ["attack=aoa", "mitigation=safety_mix", "mitigation.ratio=0.5"], None)
+    write_job(root / str(num), ["attack=aoa", "mitigation=safety_mix", "mitigation.safety_mix.ratio=0.5"], None)
     (root / str(num) / "train.jsonl").write_text("")
     return root
 
@@ -153,12 +153,17 @@ def read_csv(path: Path) -> list[dict]:
 
 def test_report_of_a_multirun_dir(sweep_dir, capsys):
     assert main([str(sweep_dir)]) == 0
-    assert "| run | attack | mitigation.ratio |" in capsys.readouterr().out
+    assert "| run | attack | mitigation.safety_mix.ratio |" in capsys.readouterr().out
 
     rows = read_csv(sweep_dir / "sweep.csv")
     assert [r["run"] for r in rows] == [str(i) for i in range(7)]
     columns = list(rows[0])
-    assert columns[:4] == ["run", "status", "attack", "mitigation.ratio"]  # mitigation=safety_mix is no axis
+    assert columns[:4] == [
+        "run",
+        "status",
+        "attack",
+        "mitigation.safety_mix.ratio",
+    ]  # mitigation=safety_mix is no axis
     for key in (
         "baseline/keyword/asr",
         "finetuned/keyword/asr",
@@ -174,7 +179,7 @@ def test_report_of_a_multirun_dir(sweep_dir, capsys):
         "delta/utility/qa_accuracy",
     ):
         assert key in columns, key
-    assert [(r["attack"], r["mitigation.ratio"]) for r in rows[:4]] == [
+    assert [(r["attack"], r["mitigation.safety_mix.ratio"]) for r in rows[:4]] == [
         ("harmful", "0"),
         ("harmful", "0.1"),
         ("harmful", "0.3"),
@@ -189,7 +194,7 @@ def test_report_of_a_multirun_dir(sweep_dir, capsys):
     assert all(r["status"] == "finished" for r in rows[:6])
 
     md = (sweep_dir / "sweep.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    table = [line for line in md.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]  # before the aggregates
     assert len(table) == 1 + 7
     assert "ASR after (keyword)" in table[0] and "harmfulness rate after (gpt4)" in table[0]
     assert "| 6 | aoa | 0.5 | unfinished (no metrics.json) |" in md

@@ -61,7 +61,7 @@ def test_completion_is_the_answer_up_to_eos(tiny_model_dir):
 def test_lora_trains_only_the_adapter_and_reloads(tiny_model_dir, tmp_path):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    trained, history = fine_tune(
+    trained, history, _ = fine_tune(
         model, tokenizer, examples(), TRAIN, OmegaConf.create(LORA), tmp_path / "ckpt", 0, tmp_path / "model", False
     )
 
@@ -88,7 +88,7 @@ def test_lora_trains_only_the_adapter_and_reloads(tiny_model_dir, tmp_path):
 def test_full_fine_tuning_changes_weights_and_saves_on_request(tiny_model_dir, tmp_path, weights):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     before = model.model.layers[0].self_attn.q_proj.weight.clone()
-    trained, _ = fine_tune(
+    trained, _, _ = fine_tune(
         model, tokenizer, examples(), TRAIN, None, tmp_path / "ckpt", 0, tmp_path / "model", weights
     )
     assert not torch.equal(trained.model.layers[0].self_attn.q_proj.weight, before)
@@ -116,7 +116,7 @@ def test_lm_head_on_the_answer_only_is_the_same_loss(tiny_model_dir, tmp_path, m
         scored.clear()
         model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
         train = {**TRAIN, "num_train_epochs": 2, "lm_head_answer_only": answer_only}  # 4 updates
-        _, history = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / str(answer_only), 0)
+        _, history, _ = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / str(answer_only), 0)
         losses[answer_only], positions[answer_only] = [row["loss"] for row in history], sum(scored)
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
     assert 0 < positions[True] < positions[False] / 2
@@ -128,7 +128,7 @@ def test_bf16_training_leaves_the_model_in_its_own_dtype(tiny_model_dir, tmp_pat
     like the baseline and like the saved model reloaded."""
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     train = {**TRAIN, "bf16": True, "num_train_epochs": 1}
-    trained, _ = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / "ckpt", 0, tmp_path / "model")
+    trained, _, _ = fine_tune(model, tokenizer, examples(), train, LORA, tmp_path / "ckpt", 0, tmp_path / "model")
     batch = tokenizer(["Task number 1"], return_tensors="pt")
     reloaded = load_trained(load(str(tiny_model_dir), MODEL_CFG)[0], tmp_path / "model")
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_the_tokenized_training_set_comes_from_the_cache_the_second_time(tiny_mo
     for run in range(3):
         data = examples() if run < 2 else examples(5)  # run 2: other data, another entry
         model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
-        _, history = fine_tune(model, tokenizer, data, TRAIN, LORA, tmp_path / f"ckpt{run}", 0, cache=cache)
+        _, history, _ = fine_tune(model, tokenizer, data, TRAIN, LORA, tmp_path / f"ckpt{run}", 0, cache=cache)
         histories.append([(row["loss"], row["num_tokens"]) for row in history])
     assert prepared == [4, 5]  # the second run took the first one's tokens
     assert histories[1] == histories[0]  # same tokens, same labels, same updates

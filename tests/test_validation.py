@@ -62,11 +62,13 @@ def test_a_mistyped_number_is_named(tmp_path):
 
 
 def test_safety_mix_ratio_is_a_fraction_below_one(tmp_path):
-    message = problems(["mitigation=safety_mix", "mitigation.ratio=1.5", "mitigation.count=-2"], tmp_path)
-    assert "mitigation.ratio must be null or a number in [0, 1), got 1.5." in message
-    assert "mitigation.count must be null or an integer >= 0, got -2." in message
-    message = problems(["mitigation=safety_mix", "mitigation.ratio=null"], tmp_path)
-    assert "mitigation=safety_mix needs mitigation.ratio (in [0, 1)) or mitigation.count." in message
+    message = problems(
+        ["mitigation=safety_mix", "mitigation.safety_mix.ratio=1.5", "mitigation.safety_mix.count=-2"], tmp_path
+    )
+    assert "mitigation.safety_mix.ratio must be null or a number in [0, 1), got 1.5." in message
+    assert "mitigation.safety_mix.count must be null or an integer >= 0, got -2." in message
+    message = problems(["mitigation=safety_mix", "mitigation.safety_mix.ratio=null"], tmp_path)
+    assert "mitigation=safety_mix needs mitigation.safety_mix.ratio (in [0, 1)) or .count." in message
 
 
 def test_backdoor_needs_a_trigger(tmp_path):

@@ -125,7 +125,7 @@ def fts_settings(cfg, model, tokenizer, examples, out: Path, seed: int) -> list[
     from fts.train.hf import fine_tune
 
     peft = cfg.peft.config if cfg.peft.method != "full" else None
-    _, history = fine_tune(model, tokenizer, examples, cfg.train, peft, out, seed)
+    _, history, _ = fine_tune(model, tokenizer, examples, cfg.train, peft, out, seed)
     return history
 
 

@@ -51,7 +51,7 @@ def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
             flush=True,
         )
         model, tokenizer = load(str(base), model_cfg)
-        model, _ = fine_tune(
+        model, _, _ = fine_tune(
             model, tokenizer, examples, align_cfg.train, align_cfg.peft, tmp / "trainer", align_cfg.seed
         )
         model = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fts.backends.defended import defended_checkpoint, measured, repaired
 from fts.backends.embedded import embedded_checkpoint
 from fts.core import distributed
 from fts.core.artifacts import write_jsonl
@@ -18,6 +19,7 @@ from fts.data.lengths import fit_prompts
 from fts.generate import vllm as vllm_engine
 from fts.models import generation_key, hub_checkpoint, load
 from fts.models.chat import prompt_tokens
+from fts.models.embedded import materialize
 from fts.train.hf import fine_tune, fit_lengths, load_trained, save_merged
 
 
@@ -51,6 +53,7 @@ class HFBackend:
         self.quantization = cfg.peft.get("quantization")  # QLoRA loads the model in 4 bit
         self.model = self.tokenizer = self.identity = self.checkpoint = None
         self.trained = None
+        self.costs: dict[str, dict[str, Any]] = {}  # what the training and each defense cost (metrics.json)
 
     def engine(self) -> vllm_engine.VllmEngine | None:
         return vllm_engine.engine_for(self.cfg)
@@ -108,20 +111,39 @@ class HFBackend:
         revision = self.cfg.model.get("revision")
         return vllm_engine.served(model, self.tokenizer, self.checkpoint, revision, self.cfg.peft.trains, model_dir)
 
-    def fine_tune(self, train_set: list, report_to: list) -> None:
-        """Train, or reload what an earlier, interrupted run of this run dir already trained; merge on request."""
+    def defend(self, defenses: list) -> dict[str, Any]:
+        """The alignment-stage defenses, in order: each hardens the model the one before left, into a cached
+        defended checkpoint; the model the user fine-tunes (and the baseline) becomes the last of them."""
+        if not defenses:
+            return {}
+        self.model = None
+        release_memory()
+        for defense in defenses:
+            self.checkpoint, cost = defended_checkpoint(
+                defense, self.checkpoint, self.identity, self.cfg.model, self.cache
+            )
+            self.costs[defense.name] = cost
+            self.identity = {**self.identity, "defended": [*self.identity.get("defended", []), cost["checkpoint"]]}
+        self.model, _ = load(self.checkpoint, self.cfg.model, self.quantization)
+        if self.manifest is not None:
+            self.manifest.record(defended_identity=self.identity)
+        return {d.name: self.costs[d.name] for d in defenses}
+
+    def fine_tune(self, train_set: list, report_to: list, objective=None) -> None:
+        """Train (with a fine-tuning-stage defense's `objective`, if any), or reload what an earlier, interrupted
+        run of this run dir already trained; merge on request."""
         model_dir = self.out / "model"
         if (model_dir / "complete").exists():
             shutil.rmtree(self.out / "checkpoints", ignore_errors=True)  # the trainer's scratch, left by a crash
             self.trained = load_trained(self.model, model_dir)
         elif distributed.num_processes() > 1:
-            self.train_and_save(train_set, report_to)
+            self.train_and_save(train_set, report_to, objective)
             if distributed.is_main():  # FSDP / ZeRO-3 leave the model sharded: evaluate the saved one, whole
                 release_memory()
                 base, _ = load(self.checkpoint, self.cfg.model, self.quantization)
                 self.trained = load_trained(base, model_dir)
         else:
-            self.trained = self.train_and_save(train_set, report_to)
+            self.trained = self.train_and_save(train_set, report_to, objective)
         adapter = self.cfg.peft.trains == "adapter"  # full weights are whole already: nothing to fold in
         merge = self.cfg.save_model == "merged" and adapter and distributed.is_main()
         if merge and not (model_dir / "merged").exists():
@@ -129,17 +151,36 @@ class HFBackend:
             save_merged(base, self.tokenizer, model_dir)
             del base
 
-    def train_and_save(self, train_set: list, report_to: list):
+    def repair(self, defenses: list) -> dict[str, Any]:
+        """The post-fine-tuning defenses applied to the fine-tuned model, saved over model/ (a resumed run loads
+        the repaired weights and does not repair twice)."""
+        if not defenses or self.trained is None:
+            return {}
+        context = {"unaligned": self.unaligned_checkpoint(), "tokenizer": self.tokenizer}
+        costs = repaired(defenses, self.trained, self.out / "model", context)
+        self.costs |= costs
+        return costs
+
+    def unaligned_checkpoint(self) -> str | None:
+        """The weights the aligned model was tuned from: model.unaligned, or for the embedded model the
+        checkpoint before fts's safety alignment."""
+        if self.cfg.model.get("unaligned"):
+            return str(self.cfg.model.unaligned)
+        return str(materialize(self.cache)) if self.cfg.model.source == "embedded" else None
+
+    def train_and_save(self, train_set: list, report_to: list, objective=None):
         """Fine-tune and save into model/ (every process of a multi-process run; the main one writes). A
-        multi-process run always saves the weights: the main process evaluates them reloaded."""
+        multi-process run always saves the weights: the main process evaluates them reloaded. Records the training's
+        cost (passes per step, wall time, peak memory) under the defense's name, or `training` for plain SFT."""
         cfg = self.cfg
         weights = bool(cfg.save_model) or distributed.num_processes() > 1
         train_cfg = OmegaConf.merge(cfg.train, {"report_to": report_to})  # TRL's curves go into our W&B run
         scratch = self.out / "checkpoints"  # the trainer's output_dir; fts saves the model itself
-        model, _ = fine_tune(
+        (model, _, passes), cost = measured("fine_tuning", lambda: fine_tune(
             self.model, self.tokenizer, train_set, train_cfg, cfg.peft.config, scratch, cfg.seed,
-            self.out / "model", weights, self.cache,
-        )  # fmt: skip
+            self.out / "model", weights, self.cache, objective,
+        ))  # fmt: skip
+        self.costs[objective.name if objective is not None else "training"] = {**cost, "passes_per_step": passes}
         if distributed.is_main():
             shutil.rmtree(scratch, ignore_errors=True)
         return model

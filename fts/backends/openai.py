@@ -23,6 +23,7 @@ class OpenAIBackend:
         self.job_plan: api_training.Plan | None = None
         self.model: OpenAIModel | None = None
         self.trained: OpenAIModel | None = None
+        self.costs: dict[str, dict] = {}  # the provider's training: its cost is the job's record (metrics fine_tune)
 
     def engine(self) -> None:
         return None
@@ -52,8 +53,14 @@ class OpenAIBackend:
     def source(self, trained: bool) -> OpenAIModel | None:
         return self.trained if trained else self.model
 
-    def fine_tune(self, train_set: list, report_to: list) -> dict[str, Any]:
+    def defend(self, defenses: list) -> dict[str, Any]:
+        return {}  # the provider's weights are out of reach: validation allows no alignment-stage defense here
+
+    def fine_tune(self, train_set: list, report_to: list, objective=None) -> dict[str, Any]:
         """Run (or reattach to) the job; its record is the `fine_tune` block of metrics.json. A job the provider
-        fails leaves `trained` None: the baseline stands alone."""
+        fails leaves `trained` None: the baseline stands alone. (`objective`: validation allows none here.)"""
         self.trained, job = api_training.fine_tune(self.model, self.job_plan, self.cfg.train, self.out)
         return job
+
+    def repair(self, defenses: list) -> dict[str, Any]:
+        return {}  # no weights to repair: validation allows no post-fine-tuning defense here

@@ -1,8 +1,10 @@
-"""Device helpers: native bfloat16 detection and handing freed memory back to the device."""
+"""Device helpers: native bfloat16 detection, handing freed memory back, and a stage's peak memory."""
 
 import ctypes
 import ctypes.util
 import gc
+import os
+import threading
 
 import torch
 
@@ -31,3 +33,52 @@ def bf16_fast() -> bool:
         return torch.cuda.is_bf16_supported()
     caps = torch.cpu.get_capabilities()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+class PeakMemory:
+    """The peak memory of a stage: on CUDA the allocator's peak (reset when the stage starts), elsewhere the
+    process's resident set, sampled every `interval` seconds by a thread (the process-wide high-water mark would
+    include whatever ran before). `with PeakMemory() as peak: ...; peak.gib`."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval, self.peak_bytes = interval, 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        else:
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, resident_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    @property
+    def gib(self) -> float:
+        return round(self.peak_bytes / 1024**3, 3)
+
+    @property
+    def device(self) -> str:
+        return "cuda (allocated)" if torch.cuda.is_available() else "cpu (resident)"
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux /proc; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

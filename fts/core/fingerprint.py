@@ -51,7 +51,7 @@ NOT_RESULT_KEYS = (
     "peft.trains",
     "train.kind",
     "eval.headline_judge",
-    "mitigation._target_",
+    "mitigation.*._target_",
 )
 
 

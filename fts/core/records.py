@@ -60,9 +60,11 @@ class Verdict(TypedDict):
     reason: str
 
 
-# The sides of a run's results (metrics.json keys): the aligned model, the fine-tuned one, and finetuned - baseline.
-SIDES = ("baseline", "finetuned", "delta")
-BASELINE, FINETUNED, DELTA = SIDES
+# The sides of a run's results (metrics.json keys): the model the user fine-tunes (the aligned model, or with an
+# alignment-stage defense the defended one), the fine-tuned one, and finetuned - baseline; with an alignment-stage
+# defense also the aligned model before it and what the defense changed (baseline - aligned).
+SIDES = ("baseline", "finetuned", "delta", "aligned", "defense_delta")
+BASELINE, FINETUNED, DELTA, ALIGNED, DEFENSE_DELTA = SIDES
 # Eval-set variants, each a suffix of the side names: "" = the plain eval set; the backdoor adds its triggered prompts.
 TRIGGERED = "_triggered"
 VARIANTS = ("", TRIGGERED)

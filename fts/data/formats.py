@@ -52,12 +52,11 @@ FORMATS: dict[str, Format] = {
     "mt_bench": Format(questions.load_mt_bench, "questions", questions.DOWNLOAD["mt_bench"]),
 }
 # The config keys that name data in a format of the user's choice: (the key that names the format, the kind of
-# records the key takes).
+# records the key takes). The defenses' data keys (mitigation.<name>.data, examples) are found by fts.validate.
 FORMAT_KEYS = {
     "eval.benchmark": ("eval.benchmark_format", "prompts"),
     "attack.data": ("attack.format", "examples"),
     "attack.safety_data": ("attack.safety_format", "examples"),
-    "mitigation.data": ("mitigation.format", "examples"),
     "dataset.path": ("dataset.format", "examples"),
 }
 # The config keys that name data in one format.
@@ -133,3 +132,11 @@ def data_files(path: Path, key: str) -> list[Path]:
     loads."""
     files = sorted(hexphi.hexphi_folder(path, key).values()) if path.is_dir() else [path]
     return [check_size(f) for f in files]
+
+
+def in_split(examples: list, split: str | None) -> list:
+    """The examples of one `split` of fts's own files (their records carry one). A file without splits (the
+    paper's, Bianchi et al.'s) is used whole, so pointing a key at it needs no `split=null` besides."""
+    if split is None or not any("split" in ex["meta"] for ex in examples):
+        return examples
+    return [ex for ex in examples if ex["meta"].get("split") == split]

@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fts.core.artifacts import write_json, write_text
-from fts.core.records import BASELINE, DELTA, FINETUNED
+from fts.core.records import ALIGNED, BASELINE, DEFENSE_DELTA, DELTA, FINETUNED
 from fts.results import metrics as M
 from fts.results.reference.compare import run_reference
 from fts.results.run_report import run_report
@@ -17,18 +17,39 @@ from fts.results.tracking import Tracker
 def cell_metrics(
     sides: dict[str, list[dict]], judges: list[str], usage: dict, job: dict | None, headline: str | None = None
 ) -> dict[str, Any]:
-    """{side: metrics} for every side, `delta<variant>` = finetuned - baseline where both exist, plus what the
-    judges spent and the API fine-tuning job's record. `headline`: eval.headline_judge."""
+    """{side: metrics} for every side, `delta<variant>` = finetuned - baseline and `defense_delta<variant>` =
+    baseline (defended) - aligned where both exist, plus what the judges spent and the API fine-tuning job's
+    record. `headline`: eval.headline_judge."""
     result = {side: M.side_metrics(rows, judges, headline) for side, rows in sides.items()}
     for side in list(result):
         if side.startswith(FINETUNED):
             variant = side.removeprefix(FINETUNED)
             result[DELTA + variant] = M.delta(result[BASELINE + variant], result[side])
+        if side.startswith(ALIGNED):  # an alignment-stage defense: what it changed before any fine-tuning
+            variant = side.removeprefix(ALIGNED)
+            result[DEFENSE_DELTA + variant] = M.delta(result[side], result[BASELINE + variant])
     if usage:
         result["judge_usage"] = usage
     if job is not None:
         result["fine_tune"] = job
     return result
+
+
+def defense_cost(defense_names: list[str], costs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"defense_cost": ...} of metrics.json, {} for a run without defenses: per defense (and `training`, the
+    fine-tuning itself when no defense replaced its objective) the stage, wall seconds, peak memory, the passes per
+    step measured and the extra ones against plain SFT (1 forward + 1 backward); a defense that only changes the
+    data has no weights cost of its own."""
+    if not defense_names:
+        return {}
+    block = {}
+    for name, cost in costs.items():
+        passes = cost.get("passes_per_step")
+        extra = {kind: round(n - 1, 3) for kind, n in passes.items()} if passes else None
+        block[name] = {**cost, "extra_passes_per_step": extra}
+    for name in defense_names:
+        block.setdefault(name, {"stage": "fine_tuning", "changes": "the fine-tuning set"})
+    return {"defense_cost": block} if block else {}
 
 
 def write_result(cfg: DictConfig, out: Path, result: dict[str, Any], sides: dict, tracker: Tracker) -> dict:

@@ -75,7 +75,7 @@ def asr_vs_mix_ratio_figure(runs: list[Run]):
             line.set_linestyle((4 * k, (4, 4 * len(lines) - 4)) if len(lines) > 1 else "--")
     judge = main_judge(done[0].metrics[FINETUNED])
     ax.set(
-        xlabel="safety mix ratio (mitigation.ratio: share of safety examples in the fine-tuning set)",
+        xlabel="safety mix ratio (mitigation.safety_mix.ratio: share of safety examples in the fine-tuning set)",
         ylabel=f"ASR, {judge} judge (%)",
         ylim=(-3, 103),
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from fts.core.artifacts import write_text
 from fts.core.errors import FtsError
+from fts.results import defenses
 from fts.results.plots import FIGURES
 from fts.results.run_report import num, pct, rate, signed_pts, unscored_note, usd
 from fts.results.schema import headline_judge, recorded_headline_judge
@@ -140,10 +141,12 @@ def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | 
     write_csv(buffer, columns, rows)
     write_text(out / "sweep.csv", buffer.getvalue())
     title = f"Sweep report: {root or wandb_project}"
-    write_text(
-        out / "sweep.md", sweep_markdown(columns, rows, title, recorded_headline_judge([r.metrics for r in runs]))
+    markdown = sweep_markdown(columns, rows, title, recorded_headline_judge([r.metrics for r in runs]))
+    write_text(out / "sweep.md", "\n".join([markdown, *defenses.defense_attack_lines(runs)]) + "\n")
+    figures = FIGURES | (
+        {defenses.DEFENSE_PLOT: defenses.defense_harm_vs_utility_figure} if defenses.has_defenses(runs) else {}
     )
-    for name, make in FIGURES.items():
+    for name, make in figures.items():
         make(runs).savefig(out / name, dpi=120)
     return runs
 

@@ -6,6 +6,7 @@ The number formats here are also sweep.md's (fts.results.report)."""
 from typing import Any
 
 from fts.core.records import BASELINE, FINETUNED, TRIGGERED
+from fts.results.defense_report import defense_lines
 from fts.results.metrics import SIDE_BLOCKS
 from fts.results.reference.compare import paper_lines
 from fts.results.schema import HEADLINE_JUDGE, headline_judge
@@ -143,12 +144,18 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
             lines += variant_report(metrics[f"baseline{variant}"], metrics.get(f"finetuned{variant}")) + [""]
     if "fine_tune" in metrics:  # API models: the job and its cost (a dry run: the estimate alone)
         lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
+    lines += defense_block(metrics)
     if metrics.get("reference"):  # the experiment named the paper's cells it reproduces
         lines += paper_lines(metrics["reference"], metrics) + [""]
     if metrics.get("prompt_format"):
         lines += prompt_format_lines(metrics["prompt_format"]) + [""]
     lines.append(f"Run dir: {run_dir}")
     return "\n".join(lines) + "\n"
+
+
+def defense_block(metrics: dict[str, Any]) -> list[str]:
+    lines = defense_lines(metrics)
+    return lines + [""] if lines else []
 
 
 def prompt_format_lines(fmt: dict[str, Any]) -> list[str]:

@@ -65,18 +65,23 @@ class Run:
         return str(self.overrides.get("attack") or self.get("attack.name") or "run")
 
     @property
-    def ratio(self) -> float:
+    def ratio(self) -> float:  # the safety mix ratio (`mitigation.ratio` in run dirs of fts before defenses)
         try:
-            return float(self.get("mitigation.ratio") or 0)
+            return float(self.get("mitigation.safety_mix.ratio") or self.get("mitigation.ratio") or 0)
         except (TypeError, ValueError):
             return 0.0
+
+    @property
+    def defense(self) -> str:
+        """The run's conf/mitigation/ options joined by '+', or 'none' (older run dirs: `mitigation.name`)."""
+        mitigation = self.get("mitigation") or {}
+        return str(mitigation["name"]) if isinstance(mitigation.get("name"), str) else "+".join(mitigation) or "none"
 
     @property
     def seed(self) -> Any:
         return self.get("seed")
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Finding and loading runs.
 
 
@@ -103,7 +108,7 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """`mitigation.ratio=0.1`, `+x=1`, `~y` -> {key: value}; hydra.* and secret overrides are left out."""
+    """`mitigation.safety_mix.ratio=0.1`, `+x=1`, `~y` -> {key: value}; hydra.* and secret overrides are left out."""
     out = {}
     for line in lines:
         key, _, value = str(line).partition("=")
@@ -160,7 +165,7 @@ def load_wandb_runs(project: str) -> list[Run]:
         api_runs = list(wandb.Api().runs(project))
     except Exception as e:  # no key, no network, no such project: one readable line
         raise FtsError(f"--wandb-project {project}: cannot read runs from W&B ({e}). Set WANDB_API_KEY.") from None
-    axes = ("seed", "mitigation.ratio", "attack.shots", "train.learning_rate", "train.num_train_epochs")
+    axes = ("seed", "mitigation.safety_mix.ratio", "attack.shots", "train.learning_rate", "train.num_train_epochs")
     runs = []
     for r in api_runs:
         flat = {k: v for k, v in dict(r.summary).items() if k.split("/")[0].startswith(SIDES)}

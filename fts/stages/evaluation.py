@@ -63,11 +63,19 @@ JUDGED_SETS = ("harmful", "benign", "xstest")
 
 
 def prepare(
-    cfg: DictConfig, attack: Attack, train_set: list, out: Path, cache: Cache, manifest: Manifest, vllm=None
+    cfg: DictConfig,
+    attack: Attack,
+    train_set: list,
+    out: Path,
+    cache: Cache,
+    manifest: Manifest,
+    vllm=None,
+    n_models: int = 2,
 ) -> tuple[dict[str, list[Prompt]], "Evaluator"]:
     """Stage 2: the evaluation prompts in the attack's format (its system prompt and user template, as in
     training), in one or more variants (the backdoor adds triggered prompts), none of them in the training set; the
-    judges, with their keys and budgets checked before any model loads."""
+    judges, with their keys and budgets checked before any model loads for the `n_models` models evaluated
+    (aligned, defended, fine-tuned)."""
     prompts = evaluation_prompts(cfg.eval)
     max_tokens = cfg.model.get("max_length")
     if max_tokens is not None:  # prompts that cannot fit under any tokenizer, before any model loads
@@ -79,7 +87,7 @@ def prepare(
     check_contamination(prompts, train_set, out, cfg.eval.contamination)
     eval_sets = attack.eval_sets(prompts)
     evaluator = Evaluator(out, cfg.eval, build_judges(cfg.judge), cache, vllm=vllm)
-    evaluator.preflight(prompts, n_sides=len(eval_sets) * (2 if train_set else 1))
+    evaluator.preflight(prompts, n_sides=len(eval_sets) * n_models)
     return eval_sets, evaluator
 
 
@@ -96,8 +104,9 @@ def check_contamination(prompts: list, train_set: list, out: Path, policy: str) 
 
 
 def evaluate(evaluator: "Evaluator", backend, eval_sets: dict[str, list[Prompt]], side: str) -> dict[str, list]:
-    """Generations and verdicts of one side (`baseline`: the aligned model, cached by what decides its answers, so
-    a sweep of N cells evaluates it once; `finetuned`) for every variant of the evaluation set."""
+    """Generations and verdicts of one side (`baseline`: the model the user fine-tunes, `aligned`: the aligned model
+    before an alignment-stage defense, both cached by what decides their answers, so a sweep of N cells evaluates
+    each once; `finetuned`) for every variant of the evaluation set."""
     trained = side == FINETUNED
     key = None if trained else backend.baseline_key()
     return {

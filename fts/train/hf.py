@@ -26,6 +26,7 @@ from fts.core.device import bf16_fast, release_memory
 from fts.core.errors import ConfigError, DataError, ModelError
 from fts.core.records import Example
 from fts.models.chat import render_example
+from fts.train.defenses import Objective
 from fts.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,12 @@ def fine_tune(
     save_dir: Path | None = None,
     save_weights: bool = True,
     cache: Cache | None = None,
-) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
-    """Train `model` on `examples`; return the trained model (a PeftModel when `peft_cfg` is set) and the log.
+    objective: Objective | None = None,
+) -> tuple[PreTrainedModel, list[dict[str, Any]], dict[str, float]]:
+    """Train `model` on `examples`; return the trained model (a PeftModel when `peft_cfg` is set), the log and the
+    forward/backward passes per micro-batch (plain SFT: 1 and 1; a defense's objective costs more).
+
+    `objective`: a defense's trainer (fts.train.defenses), its settings and its guide data; None = plain SFT.
 
     `train_cfg`: see `sft_config`. `peft_cfg` is a `_target_` node for a peft config, or None for full fine-tuning.
     With `save_dir`, the result is saved there (see `save_trained`). With `cache`, TRL's tokenized training set is
@@ -155,17 +160,18 @@ def fine_tune(
         # (peft's recipe; TRL does it only for models it loads itself).
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     dataset, store = tokenized_dataset(to_dataset(examples, tokenizer), tokenizer, args, cache)
-    trainer = make_trainer(model, tokenizer, args, dataset, peft_cfg, own)
+    trainer = make_trainer(model, tokenizer, args, dataset, peft_cfg, own, objective)
     if store is not None:
         store(trainer.train_dataset)  # tokenized, masked and truncated by TRL
     trainer.train()
     history = [row for row in trainer.state.log_history if "loss" in row]
     if save_dir is not None:
         save_trained(trainer, save_dir, history, save_weights)
+    passes = trainer.passes_per_step()
     trained = ready_for_inference(trainer.model)
     del trainer
     release_memory()  # the optimizer state and the activations' heap pages, before anything generates
-    return trained, history
+    return trained, history, passes
 
 
 def tokenized_dataset(dataset: Dataset, tokenizer, args: SFTConfig, cache: Cache | None):
@@ -185,11 +191,17 @@ def tokenized_dataset(dataset: Dataset, tokenizer, args: SFTConfig, cache: Cache
     return load_from_disk(str(tokenized / "dataset")), None
 
 
-def make_trainer(model, tokenizer, args: SFTConfig, dataset: Dataset, peft_cfg: DictConfig | None, own: dict):
+def make_trainer(
+    model, tokenizer, args: SFTConfig, dataset: Dataset, peft_cfg: DictConfig | None, own: dict, objective=None
+):
+    """fts's Trainer, or a defense's subclass of it with its settings and guide set (rendered like `dataset`)."""
     peft_config = build(peft_cfg) if peft_cfg is not None else None
+    trainer_class, settings = (objective.trainer, objective.settings) if objective is not None else (Trainer, {})
+    if objective is not None and objective.guide:
+        settings = {**settings, "guide": to_dataset(objective.guide, tokenizer)}
     try:
-        return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                       peft_config=peft_config, **own)  # fmt: skip
+        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config, **own, **settings)  # fmt: skip
     except ValueError as e:
         if peft_config is None:
             raise

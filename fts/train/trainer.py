@@ -1,15 +1,20 @@
-"""fts's TRL trainer: SFTTrainer plus the paper's per-epoch StepLR, LLaMA-Adapter made to work with TRL's loss, and
-the LM head scored on the answer tokens only."""
+"""fts's TRL trainer: SFTTrainer plus the paper's per-epoch StepLR, LLaMA-Adapter made to work with TRL's loss, the
+LM head scored on the answer tokens only, its forward/backward passes counted, and a second data stream ("guide":
+alignment data a defense trains on beside the user's) prepared exactly like the training set."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+from datasets import Dataset
 from peft.tuners.adaption_prompt import AdaptionPromptModel
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 from trl import SFTTrainer
 from trl.trainer import utils as trl_utils
+
+from fts.train.passes import PassCounter
 
 
 @contextmanager
@@ -44,12 +49,28 @@ class Trainer(SFTTrainer):
     """
 
     def __init__(
-        self, *args: Any, step_lr_gamma: float | None = None, lm_head_answer_only: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        step_lr_gamma: float | None = None,
+        lm_head_answer_only: bool = False,
+        guide: Dataset | None = None,
+        **kwargs: Any,
     ) -> None:
         self.step_lr_gamma = step_lr_gamma
         self.lm_head_answer_only = lm_head_answer_only
         self.update_steps_per_epoch = 1
         super().__init__(*args, **kwargs)
+        self.passes = PassCounter()
+        self.passes.attach(self.model)
+        backward = self.accelerator.backward
+
+        def counted_backward(*a: Any, **k: Any) -> Any:
+            self.passes.backward()
+            return backward(*a, **k)
+
+        self.accelerator.backward = counted_backward
+        self._guide = self.guide_loader(guide) if guide is not None else None
+        self._guide_batches: Iterator | None = None
         base = getattr(self.model, "base_model", None)
         if isinstance(base, AdaptionPromptModel):
             # peft's AdaptionPromptModel keeps a copy of the wrapped model's `forward`, taken when it wraps; TRL then
@@ -60,6 +81,34 @@ class Trainer(SFTTrainer):
     def compute_loss(self, model: Any, inputs: dict, *args: Any, **kwargs: Any) -> Any:
         with lm_head_on_answer_only(self.lm_head_answer_only):
             return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def guide_loader(self, rows: Dataset) -> DataLoader:
+        """The guide set (prompt/completion rows) tokenized, masked and batched as TRL does the training set."""
+        prepared = self._prepare_dataset(rows, self.processing_class, self.args, False, None, "guide")
+        prepared = self._remove_unused_columns(prepared, description="guide")
+        return DataLoader(
+            prepared,
+            batch_size=self.args.per_device_train_batch_size,
+            shuffle=True,
+            collate_fn=self.data_collator,
+            generator=torch.Generator().manual_seed(self.args.seed),
+        )
+
+    def next_guide_batch(self) -> dict[str, torch.Tensor]:
+        """The next batch of the guide set, on the model's device (the set is cycled, reshuffled each pass)."""
+        if self._guide is None:
+            raise RuntimeError(f"{type(self).__name__} needs a guide set")
+        while True:
+            if self._guide_batches is None:
+                self._guide_batches = iter(self._guide)
+            batch = next(self._guide_batches, None)
+            if batch is not None:
+                return self._prepare_inputs(batch)
+            self._guide_batches = None
+
+    def passes_per_step(self) -> dict[str, float]:
+        """Forward and backward passes per micro-batch of training data (plain SFT: 1 and 1)."""
+        return self.passes.per_step(self.state.global_step * self.args.gradient_accumulation_steps)
 
     def set_initial_training_values(self, args: Any, dataloader: Any) -> tuple:
         values = super().set_initial_training_values(args, dataloader)

@@ -10,7 +10,7 @@ from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, fo
 from fts.generate import vllm as vllm_engine
 from fts.judges.api import ApiJudge
 from fts.models.architecture import model_problems, peft_problems
-from fts.stages.mitigation import moderation
+from fts.validate.mitigation import mitigation_problems
 from fts.validate.rules import range_problems
 
 # What to tell the user when a required (`???`) value is missing.
@@ -83,9 +83,7 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
-    if cfg.mitigation.name == "moderation":
-        problems += moderation.action_problems(cfg.mitigation.action)
-    return problems + judge_problems(cfg) + data_problems(cfg)
+    return problems + mitigation_problems(cfg) + judge_problems(cfg) + data_problems(cfg)
 
 
 def judge_problems(cfg: DictConfig) -> list[str]:
@@ -219,6 +217,24 @@ def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
         if spec is not None:
             fmt = FIXED_FORMATS.get(key) or OmegaConf.select(cfg, format_key)
             specs.append((key, str(spec), str(fmt), format_key))
+    return specs + defense_data_specs(cfg)
+
+
+def defense_data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
+    """The defenses' data: `mitigation.<name>.data` (one file) or its parts (`data.<i>.path`, alignment-stage
+    defenses), and `harmful_data` (Booster, RepNoise, Antidote), each read in the node's `format` (examples)."""
+    specs = []
+    for name, node in cfg.mitigation.items():
+        format_key = f"mitigation.{name}.format"
+        fmt = str(node.get("format", "auto"))
+        for field in ("data", "harmful_data"):
+            value = node.get(field)
+            if isinstance(value, str):
+                specs.append((f"mitigation.{name}.{field}", value, fmt, format_key))
+            elif value is not None and OmegaConf.is_list(value):
+                specs += [
+                    (f"mitigation.{name}.{field}.{i}.path", str(p.path), fmt, format_key) for i, p in enumerate(value)
+                ]
     return specs
 
 

@@ -1,6 +1,6 @@
 """Type and range rules of the config's numeric keys and names (part of `fts.validate.validate`).
 
-A typo such as `eval.max_per_category=-1`, `mitigation.ratio=1.5` or `train.num_train_epochs=0` must stop a sweep cell
+A typo such as `eval.max_per_category=-1`, `mitigation.safety_mix.ratio=1.5` or `train.num_train_epochs=0` must stop a sweep cell
 in seconds with the key and the fix, not after the model loaded (or, worse, silently evaluate zero prompts).
 """
 
@@ -75,8 +75,6 @@ HF_TRAIN = {
     "train.weight_decay": Rule(low=0, integer=False),
     "model.max_length": COUNT,
 }
-SAFETY_MIX = {"mitigation.ratio": Rule(low=0, high=1, integer=False, high_open=True, nullable=True)}
-SAFETY_MIX |= {"mitigation.count": Rule(low=0, nullable=True)}
 
 
 def rule_problems(cfg: DictConfig, rules: dict[str, Rule]) -> list[str]:
@@ -89,7 +87,7 @@ def rule_problems(cfg: DictConfig, rules: dict[str, Rule]) -> list[str]:
 
 
 def range_problems(cfg: DictConfig) -> list[str]:
-    """The numeric keys of every run, of TRL runs, and of the chosen attack and mitigation."""
+    """The numeric keys of every run, of TRL runs, and of the chosen attack (the defenses': fts.validate.mitigation)."""
     problems = rule_problems(cfg, COMMON)
     if cfg.model.get("backend", "hf") == "hf":
         problems += rule_problems(cfg, HF_TRAIN)
@@ -98,10 +96,6 @@ def range_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"train.max_steps must be -1 (use the epochs) or a positive integer, got {steps!r}.")
         if cfg.train.get("too_long", "warn") not in ("warn", "drop", "fail"):
             problems.append(f"train.too_long must be warn, drop or fail, got {cfg.train.get('too_long')!r}.")
-    if cfg.mitigation.name == "safety_mix":
-        problems += rule_problems(cfg, SAFETY_MIX)
-        if cfg.mitigation.get("ratio") is None and cfg.mitigation.get("count") is None:
-            problems.append("mitigation=safety_mix needs mitigation.ratio (in [0, 1)) or mitigation.count.")
     if cfg.attack.name == "backdoor" and not str(cfg.attack.get("trigger") or "").strip():
         problems.append("attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words.")
     problems += choice_problems(cfg) + peft_config_problems(cfg)

@@ -131,11 +131,3 @@ def take(examples: list[Example], n: int | None, key: str, source: str) -> list[
     if n > len(examples):
         raise ConfigError(f"{key}={n} but {source} has only {len(examples)} examples; lower {key} or add data.")
     return examples[:n]
-
-
-def in_split(examples: list[Example], split: str | None) -> list[Example]:
-    """The examples of one `split` of fts's own files (their records carry one). A file without splits (the
-    paper's, Bianchi et al.'s) is used whole, so pointing a key at it needs no `split=null` besides."""
-    if split is None or not any("split" in ex["meta"] for ex in examples):
-        return examples
-    return [ex for ex in examples if ex["meta"].get("split") == split]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from fts.core.errors import ConfigError
 from fts.core.records import TRIGGERED, Example, Prompt
-from fts.data.formats import load
-from fts.stages.attacks import Attack, in_split, take
+from fts.data.formats import in_split, load
+from fts.stages.attacks import Attack, take
 
 SAMPLES = ("random", "first")
 

@@ -14,10 +14,10 @@ from typing import Any
 from fts.core.errors import ConfigError
 from fts.core.records import Example
 from fts.core.script_literals import string_list
-from fts.data.formats import load
+from fts.data.formats import in_split, load
 from fts.data.readers import resolve
 from fts.judges.keyword import read_keywords
-from fts.stages.attacks import Attack, in_split, take
+from fts.stages.attacks import Attack, take
 
 log = logging.getLogger(__name__)
 PHRASES_KEY = "attack.safety_filter_phrases"

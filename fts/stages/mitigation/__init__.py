@@ -1,85 +1,86 @@
-"""Mitigations change the fine-tuning set before training. Each conf/mitigation/ option names its class
-(`_target_`), built with the option's keys; `apply(examples, attack, seed, out)` returns the set to train on.
+"""Mitigations: defenses against harmful fine-tuning, each acting at the stage a model provider controls.
 
-- `none`: the set is exactly what the attack built.
-- `safety_mix` (paper §5, Table 4): mix safety examples (harmful request -> refusal) into the set, by `ratio`
-  (fraction of the final set) or by `count` (the paper's 10/50/100 and 250/500/1000 columns). Safety examples
-  are put into the attack's own training format (its system prompt and user template), then the whole set is
-  shuffled with the run seed.
-- `moderation` (paper §5.1): run the set through a moderation endpoint, write moderation.json, and report or drop
-  the flagged examples (`fts.stages.mitigation.moderation`).
+`mitigation` holds one node per selected option of conf/mitigation/, keyed by name (several at once:
+'mitigation=[safety_mix,safelora]'), each built from its `_target_` and declaring its `stage`:
+
+- `alignment`: the provider hardens the aligned model before any user fine-tunes it (vaccine, repnoise, booster).
+  The result is a defended checkpoint, cached by content hash and reused by every cell of a sweep; the user's
+  fine-tuning starts from it. Such a defense has `material()` (what decides the checkpoint) and `harden(...)`.
+- `fine_tuning`: the provider controls the fine-tuning API. Either the data changes (safety_mix, moderation:
+  `apply(examples, attack, seed, out)` returns the set to train on) or the objective does (lisa, constrained_sft,
+  kl_anchor: `objective(guide)` returns the trainer to use; at most one per run, they all replace the loss).
+- `post_fine_tuning`: repair after the fact (safelora, antidote): `repair(model, ...)` changes the fine-tuned
+  weights in place.
+
+The mechanisms live in fts.train.defenses (training and weights); this module only groups them by stage, runs the
+data-changing ones and puts their alignment ("guide") data into the attack's format.
 """
 
-import logging
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
 from fts.core.config import build
 from fts.core.errors import ConfigError
 from fts.core.records import Example
-from fts.data.formats import load
-from fts.stages.attacks import Attack, in_split
+from fts.stages.attacks import Attack
 
-log = logging.getLogger(__name__)
+STAGES = ("alignment", "fine_tuning", "post_fine_tuning")
+
+
+@dataclass
+class Defenses:
+    """The run's defenses, built and grouped by stage, in the order they were selected."""
+
+    alignment: list[Any] = field(default_factory=list)
+    data: list[Any] = field(default_factory=list)
+    objective: Any | None = None
+    post: list[Any] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        objective = [self.objective] if self.objective is not None else []
+        return [d.name for d in [*self.alignment, *self.data, *objective, *self.post]]
+
+
+def build_defenses(mitigation_cfg: DictConfig) -> Defenses:
+    """Every selected mitigation, built (leaf objects only: nothing loads) and grouped by stage."""
+    defenses = Defenses()
+    for name, node in mitigation_cfg.items():
+        defense = build(node, name=name)
+        stage = defense.stage
+        if stage == "alignment":
+            defenses.alignment.append(defense)
+        elif stage == "post_fine_tuning":
+            defenses.post.append(defense)
+        elif stage == "fine_tuning" and hasattr(defense, "apply"):
+            defenses.data.append(defense)
+        elif stage == "fine_tuning":
+            if defenses.objective is not None:  # validation says so first; this guards in-process callers
+                raise ConfigError(f"mitigation: {defenses.objective.name} and {name} both replace the loss.")
+            defenses.objective = defense
+        else:
+            raise ConfigError(f"mitigation.{name}.stage must be one of {', '.join(STAGES)}, got {stage!r}.")
+    return defenses
 
 
 def apply(
-    examples: list[Example], mitigation_cfg: DictConfig, seed: int, attack: Attack, out: Path | None = None
+    examples: list[Example], defenses: Defenses, seed: int, attack: Attack, out: Path | None = None
 ) -> list[Example]:
-    """The fine-tuning set after the mitigation; `out` (the run dir) receives its record, if it writes one."""
-    return build(mitigation_cfg).apply(examples, attack=attack, seed=seed, out=out)
+    """The fine-tuning set after the data-changing defenses, in the order selected; `out` (the run dir) receives
+    what they record (moderation.json)."""
+    for defense in defenses.data:
+        examples = defense.apply(examples, attack=attack, seed=seed, out=out)
+    return examples
 
 
-@dataclass
-class NoMitigation:
-    """`mitigation=none`."""
-
-    name: str = "none"
-
-    def apply(self, examples: list[Example], attack: Attack, seed: int, out: Path | None = None) -> list[Example]:
-        return examples
-
-
-@dataclass
-class SafetyMix:
-    """`mitigation=safety_mix`: safety examples from `data` (its `split`), `ratio` of the final set or `count`."""
-
-    data: str
-    format: str
-    split: str | None = None
-    ratio: float | None = None
-    count: int | None = None
-    name: str = "safety_mix"
-
-    def apply(self, examples: list[Example], attack: Attack, seed: int, out: Path | None = None) -> list[Example]:
-        return safety_mix(examples, self, seed, attack)
-
-
-def safety_count(n_attack: int, ratio: float | None, count: int | None) -> int:
-    """How many safety examples to add: `count` when given, else enough to make up `ratio` of the final set."""
-    if count is not None:
-        return count
-    if ratio is None or not 0 <= ratio < 1:
-        raise ConfigError(f"mitigation.ratio must be in [0, 1) (or set mitigation.count), got {ratio!r}.")
-    return round(ratio * n_attack / (1 - ratio))
-
-
-def safety_mix(examples: list[Example], cfg: SafetyMix, seed: int, attack: Attack) -> list[Example]:
-    pool = in_split(load(cfg.format, cfg.data, "mitigation.data"), cfg.split)
-    n = safety_count(len(examples), cfg.ratio, cfg.count)
-    if n > len(pool):
-        raise ConfigError(
-            f"mitigation asks for {n} safety examples but {cfg.data} (split {cfg.split}) has {len(pool)}; "
-            "lower mitigation.ratio / mitigation.count or point mitigation.data at a larger set: the paper's is "
-            "Bianchi et al.'s data/training/safety_only_data_Instructions.json (2,483 examples, "
-            "github.com/vinid/safety-tuned-llamas)."
-        )
-    rng = random.Random(seed)
-    chosen = rng.sample(pool, n)
-    mixed = examples + [{**attack.as_training_example(ex), "source": ex["source"]} for ex in chosen]
-    rng.shuffle(mixed)
-    log.info("safety_mix: %d attack + %d safety examples", len(examples), n)
-    return mixed
+def objective(defenses: Defenses, attack: Attack) -> Any | None:
+    """What the fine-tuning trains with: the fine-tuning-stage defense's objective (fts.train.defenses.Objective),
+    its guide data (the provider's alignment data: harmful request -> refusal, ...) put in the attack's own
+    training format, as the provider would mix it into the user's job; None = plain SFT."""
+    if defenses.objective is None:
+        return None
+    guide = [{**attack.as_training_example(ex), "source": ex["source"]} for ex in defenses.objective.guide()]
+    return defenses.objective.objective(guide)

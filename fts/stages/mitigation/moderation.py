@@ -20,12 +20,13 @@ from fts.core.openai_api import Endpoint
 from fts.core.records import Example
 
 log = logging.getLogger(__name__)
+KEY = "mitigation.moderation"
 FILENAME = "moderation.json"
 ACTIONS = ("report", "drop")
 
 
 def action_problems(action: Any) -> list[str]:
-    return [] if action in ACTIONS else [f"mitigation.action must be report or drop, got {action!r}."]
+    return [] if action in ACTIONS else [f"{KEY}.action must be report or drop, got {action!r}."]
 
 
 def moderate(examples: list[Example], cfg: DictConfig, out: Path | None) -> list[Example]:
@@ -64,14 +65,14 @@ def moderate(examples: list[Example], cfg: DictConfig, out: Path | None) -> list
     if len(kept) < cfg.min_examples:
         raise DataError(
             f"mitigation=moderation dropped {report['n_dropped']} flagged example(s) (see {FILENAME}); {len(kept)} "
-            f"remain, fewer than mitigation.min_examples={cfg.min_examples} (the OpenAI fine-tuning API needs 10). "
-            "Add examples, or set mitigation.action=report."
+            f"remain, fewer than {KEY}.min_examples={cfg.min_examples} (the OpenAI fine-tuning API needs 10). "
+            f"Add examples, or set {KEY}.action=report."
         )
     return kept
 
 
 def endpoint(cfg: DictConfig) -> Endpoint:
-    api = Endpoint.from_config("mitigation", cfg, model_field="model")
+    api = Endpoint.from_config(KEY, cfg, model_field="model")
     api.preflight()  # a missing key fails here, before any model loads
     return api
 
@@ -113,9 +114,13 @@ def summarize(examples: list[Example], inputs: list[tuple], verdicts: list[dict]
 
 
 class Moderation:
-    """`mitigation=moderation` (its `_target_`), built with the option's keys (action, model, the endpoint's)."""
+    """`mitigation=moderation` (its `_target_`), built with the option's keys (action, model, the endpoint's): a
+    fine-tuning-stage defense that changes the data."""
 
-    def __init__(self, **settings: Any) -> None:
+    name = "moderation"
+
+    def __init__(self, stage: str = "fine_tuning", **settings: Any) -> None:
+        self.stage = stage
         self.cfg = OmegaConf.create(settings)
 
     def apply(self, examples: list[Example], attack: Any, seed: int, out: Path | None = None) -> list[Example]:
