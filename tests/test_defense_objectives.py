@@ -1,6 +1,7 @@
 """The fine-tuning-stage defenses that replace the user's objective, on a tiny random model: Lisa's bi-state
 schedule and proximal term, token-wise constrained SFT's loss, and their bad settings refused up front."""
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from peft import LoraConfig, get_peft_model
 
 from fts.core.errors import ConfigError
 from fts.models import load
+from fts.run import run
 from fts.train.defenses import Objective, constrained_sft, lisa
 from fts.train.defenses.reference import frozen_copy
 from fts.train.hf import fine_tune
@@ -187,3 +189,15 @@ def test_bad_objective_settings_fail_in_validation_with_the_fix(tiny_model_dir, 
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert message in str(e.value)
+
+
+def test_a_constrained_sft_cell_under_full_fine_tuning_counts_the_frozen_references_forward(
+    tiny_run_overrides, tmp_path
+):
+    overrides = [*tiny_run_overrides, "attack=harmful", "peft=full", "mitigation=constrained_sft"]
+    result = run(compose_run(overrides, tmp_path / "cell"))
+    cost = result["defense_cost"]["constrained_sft"]
+    assert cost["stage"] == "fine_tuning" and cost["passes_per_step"] == {"forward": 2.0, "backward": 1.0}
+    log = json.loads((tmp_path / "cell" / "model" / "train_log.json").read_text())
+    assert abs(log[0]["logp_minus_reference"]) < 1e-5  # the first step starts at the reference
+    assert abs(log[-1]["logp_minus_reference"]) > 1e-3, log  # the reference stayed where it was

@@ -79,8 +79,8 @@ def prunable_layers(model: torch.nn.Module, full_modules: list[str]) -> dict[str
         found = {}
         for name, layer in lora_layers(model).items():
             adapter = layer.active_adapters[0]
-            found[f"{name}.lora_A"] = layer.lora_A[adapter]
-            found[f"{name}.lora_B"] = layer.lora_B[adapter]
+            found[f"{name}.lora_A.{adapter}"] = layer.lora_A[adapter]
+            found[f"{name}.lora_B.{adapter}"] = layer.lora_B[adapter]
         return found
     return {
         name: module

@@ -28,8 +28,11 @@ class Reference:
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` that keeps its present weights. TRL's trainer replaced the model's `forward` with its fused
     LM head, a closure over the ORIGINAL model's forward: copied as it is, the copy's plain forward would run the model
-    being trained. The copy gets the class's forward back, and a fused head of its own."""
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    being trained. The copy gets the class's forward back, and a fused head of its own. The objects behind the
+    model's forward pre-hooks (fts's pass counter) are shared, not copied: the copy's forwards are counted too."""
+    hooks = model._forward_pre_hooks.values()
+    shared = {id(hook.__self__): hook.__self__ for hook in hooks if hasattr(hook, "__self__")}
+    frozen = copy.deepcopy(model, memo=shared).eval().requires_grad_(False)
     if "forward" in vars(frozen):
         del frozen.forward
         add_fused_lm_head(frozen)
