@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
 
 from fts.core.errors import ConfigError
 from fts.models import load
@@ -126,3 +128,14 @@ def test_a_cell_with_lisa_and_antidote_trains_in_both_states_prunes_and_records_
     assert any(row["lisa_proximal"] > 0 for row in log)
     repair = json.loads((tmp_path / "cell" / "model" / "repair.json").read_text())
     assert repair["antidote"]["repair"]["calibration"]["examples"] == 4
+
+
+def test_a_merged_model_is_folded_from_the_repaired_adapter(tiny_run_overrides, tiny_model_dir, tmp_path):
+    overrides = [*tiny_run_overrides, "attack=harmful", "mitigation=antidote", "mitigation.antidote.sparsity=0.5",
+                 "mitigation.antidote.limit=2", "save_model=merged"]  # fmt: skip
+    run(compose_run(overrides, tmp_path / "cell"))
+    model_dir = tmp_path / "cell" / "model"
+    base, _ = load(str(tiny_model_dir), MODEL_CFG)
+    expected = PeftModel.from_pretrained(base, model_dir).merge_and_unload().state_dict()
+    merged = AutoModelForCausalLM.from_pretrained(model_dir / "merged").state_dict()
+    assert all(torch.allclose(merged[k], expected[k]) for k in expected if "q_proj" in k)

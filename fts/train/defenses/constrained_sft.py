@@ -42,13 +42,8 @@ class ConstrainedSFT:
         return []  # trains on the user's data only
 
     def objective(self, guide: list[Example]) -> Objective:
-        settings = {
-            "beta": self.beta,
-            "first_token_factor": self.first_token_factor,
-            "bias_factor": self.bias_factor,
-            "bias_length": self.bias_length,
-        }
-        return Objective(ConstrainedSFTTrainer, {"betas": settings}, guide, self.name)
+        betas = {k: getattr(self, k) for k in ("beta", "first_token_factor", "bias_factor", "bias_length")}
+        return Objective(ConstrainedSFTTrainer, {"betas": betas}, guide, self.name)
 
 
 def token_betas(

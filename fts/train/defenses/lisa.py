@@ -42,12 +42,7 @@ class Lisa(GuideData):
     name: str = "lisa"
 
     def objective(self, guide: list[Example]) -> Objective:
-        settings = {
-            "rho": self.rho,
-            "alignment_steps": self.alignment_steps,
-            "finetune_steps": self.finetune_steps,
-            "proximal_warmup": self.proximal_warmup,
-        }
+        settings = {k: getattr(self, k) for k in ("rho", "alignment_steps", "finetune_steps", "proximal_warmup")}
         return Objective(LisaTrainer, settings, guide, self.name)
 
 
