@@ -119,7 +119,9 @@ def test_template_and_score_rule_settings_are_checked(tmp_path):
     rubric_style = tmp_path / "rubric.txt"
     rubric_style.write_text("{instruction} {response}")
     judge = ApiJudge(model="judge", kind="strongreject", name="strongreject", template_file=str(rubric_style))
-    with pytest.raises(ConfigError, match=r"judge\.strongreject\.template_file: .* \{forbidden_prompt\} and \{response\}"):
+    with pytest.raises(
+        ConfigError, match=r"judge\.strongreject\.template_file: .* \{forbidden_prompt\} and \{response\}"
+    ):
         judge.preflight(1)
     judge = ApiJudge(model="judge", kind="strongreject", name="strongreject", score_after_tag="first")
     with pytest.raises(ConfigError, match=r"judge\.strongreject\.score_after_tag chooses .* remove it"):
@@ -154,7 +156,7 @@ def test_a_run_with_keyword_and_strongreject_judges(fake_openai, tiny_run_overri
     overrides += ["eval.max_per_category=1", "eval.max_benign=2", "eval.max_utility=0"]
     first = run(compose_run(overrides, tmp_path / "a"))
     sent = srv.count()
-    assert 0 < sent and first["judge_usage"]["strongreject"]["requests"] == sent
+    assert sent > 0 and first["judge_usage"]["strongreject"]["requests"] == sent
     for side in ("baseline", "finetuned"):
         assert {"strongreject_score", "strongreject_score_ci95", "asr"} <= set(first[side]["strongreject"])
         assert set(first[side]["agreement"]) == {"keyword~strongreject"}

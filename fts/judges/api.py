@@ -125,6 +125,9 @@ class ApiJudge:
             "rubric_version": self.version(),
         }
 
+    def check(self) -> None:
+        _ = self.prompt  # reading it checks the prompt settings and reads the template file
+
     def preflight(self, n_verdicts: int) -> None:
         key, prompt = self.config_key, self.prompt
         self.endpoint.check_key()

@@ -8,7 +8,6 @@ from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
-from fts.judges.api import ApiJudge
 from fts.models.architecture import model_problems, peft_problems
 from fts.stages.mitigation import moderation
 from fts.validate.rules import range_problems
@@ -89,8 +88,9 @@ def value_problems(cfg: DictConfig) -> list[str]:
 
 
 def judge_problems(cfg: DictConfig) -> list[str]:
-    """At least one judge, the headline judge among them, and each API judge's prompt settings (policy,
-    template_file, score_after_tag), its template file read and checked."""
+    """At least one judge, the headline judge among them, and each judge's own settings (`check`: an API judge's
+    policy, template_file and score_after_tag, a classifier's format and template_file, ...), without loading any
+    weights or calling any endpoint."""
     if not cfg.judge:
         return ["judge: select at least one judge, e.g. judge=keyword."]
     problems = []
@@ -100,11 +100,9 @@ def judge_problems(cfg: DictConfig) -> list[str]:
             f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
         )
     for name, node in cfg.judge.items():
-        if node.get("_target_") != f"{ApiJudge.__module__}.{ApiJudge.__name__}":
-            continue
         try:
-            build(node, name=name).prompt  # noqa: B018 (reading it checks the settings and reads the template file)
-        except ConfigError as e:
+            build(node, name=name).check()
+        except FtsError as e:
             problems.append(str(e))
     return problems
 
