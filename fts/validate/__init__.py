@@ -6,6 +6,7 @@ from omegaconf.errors import InterpolationResolutionError
 from fts.core.config import build
 from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
+from fts.data import prefill
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import model_problems, peft_problems
@@ -84,6 +85,7 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
     if cfg.mitigation.name == "moderation":
         problems += moderation.action_problems(cfg.mitigation.action)
+    problems += prefill.problems(cfg.eval)
     return problems + judge_problems(cfg) + data_problems(cfg)
 
 
@@ -211,8 +213,10 @@ def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
     keys = {k: v[0] for k, v in FORMAT_KEYS.items() if k != "dataset.path"}
     if cfg.attack.name == "benign" and cfg.dataset.name != "none":
         keys["dataset.path"] = FORMAT_KEYS["dataset.path"][0]
+    # the prefilling attack's answers are read only when it is on (eval.prefill_tokens > 0)
+    fixed = [k for k in FIXED_FORMATS if k != "eval.prefill" or OmegaConf.select(cfg, "eval.prefill_tokens")]
     specs = []
-    for key, format_key in (keys | dict.fromkeys(FIXED_FORMATS)).items():
+    for key, format_key in (keys | dict.fromkeys(fixed)).items():
         spec = OmegaConf.select(cfg, key)
         if spec is not None:
             fmt = FIXED_FORMATS.get(key) or OmegaConf.select(cfg, format_key)
