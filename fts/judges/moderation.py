@@ -40,29 +40,16 @@ class ModerationJudge:
         self,
         model: str = "omni-moderation-latest",
         batch_size: int = 32,
-        base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        organization: str | None = None,
-        request_timeout_s: float = 60.0,
-        max_retries: int = 6,
-        backoff_s: float = 2.0,
-        max_backoff_s: float = 60.0,
         cache_dir: str | None = None,
         name: str = "openai_moderation",
+        request_timeout_s: float = 60.0,
+        **endpoint: Any,
     ) -> None:
+        """`endpoint`: the other keys of conf/endpoint/openai.yaml (base_url, api_key_env, organization, max_retries,
+        backoff_s, max_backoff_s)."""
         self.name, self.model, self.batch_size = name, model, batch_size
         self.key = f"judge.{name}"
-        self.endpoint = judge_endpoint(
-            self.key,
-            model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            organization=organization,
-            timeout_s=request_timeout_s,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-        )
+        self.endpoint = judge_endpoint(self.key, model, timeout_s=request_timeout_s, **endpoint)
         self.ledger = Ledger(None, None, self.key)  # no price: moderation is free
         self.cache = VerdictCache(cache_dir)
 
