@@ -11,7 +11,7 @@ from fts.core.artifacts import read_jsonl
 from fts.core.errors import ConfigError, DataError
 from fts.data.prefill import attach, load_prefill
 from fts.data.prompts import load_prompts
-from fts.generate import hf
+from fts.generate import decoding, hf
 from fts.judges.keyword import read_keywords
 from fts.models import load
 from fts.models.chat import prefilled, prompt_ids, render_prompt, response_texts
@@ -102,7 +102,7 @@ def test_the_first_k_tokens_follow_the_chat_template_and_start_the_response(tiny
     new = hf.generate_ids(model, tokenizer, [prompt], max_new_tokens=6, batch_size=1)[0]
     with torch.inference_mode():  # the model continues the prefix: what model.generate gives from the same ids
         alone = model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=0)[0, len(ids) :]
-    assert new == hf.trimmed(alone.tolist(), torch.tensor(hf.stop_ids(tokenizer, model.generation_config)))
+    assert new == decoding.trimmed(alone.tolist(), torch.tensor(decoding.stop_ids(tokenizer, model.generation_config)))
     [row] = hf.generate(model, tokenizer, [prompt], max_new_tokens=6, batch_size=1)
     assert row["response"] == response_texts(tokenizer, [prompt], [new])[0]
     assert row["response"].startswith(prompt["prefill"]) and len(row["response"]) > len(prompt["prefill"])
@@ -115,7 +115,7 @@ def test_vllm_engine_gets_the_prefix_too(tiny, tiny_model_dir, standin_vllm):
 
     model, tokenizer = tiny
     prompt = prefilled(tokenizer, {**PROMPT, "prefill_answer": ANSWER}, 4)
-    stop = tuple(hf.stop_ids(tokenizer, model.generation_config))
+    stop = tuple(decoding.stop_ids(tokenizer, model.generation_config))
     [row] = VllmEngine({}, None, seed=0).generate(
         Served(str(tiny_model_dir), None, None, stop), tokenizer, [prompt], 5
     )
