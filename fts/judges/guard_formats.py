@@ -127,31 +127,21 @@ def conversation(request: str, response: str, template: str | None) -> list[Mess
     return [{"role": "user", "content": request}, {"role": "assistant", "content": response}]
 
 
-def filled(default: str, slots: tuple[str, str]) -> Callable[[str, str, str | None], list[Message]]:
-    """A raw format's renderer: its prompt (or the user's template) with the request and response in its slots."""
+def raw_format(
+    prompt: str, slots: tuple[str, str], parse: Callable[[str], dict[str, Any]], max_new_tokens: int, **more: Any
+) -> GuardFormat:
+    """A format whose rendered text is the whole prompt: `prompt` (or the user's template) with the request and
+    response in its `slots`."""
 
     def render(request: str, response: str, template: str | None) -> list[Message]:
-        text = fill_slots(template if template is not None else default, dict(zip(slots, (request, response))))
+        text = fill_slots(template if template is not None else prompt, dict(zip(slots, (request, response))))
         return [{"role": "user", "content": text}]
 
-    return render
+    return GuardFormat(render, parse, raw=True, slots=slots, max_new_tokens=max_new_tokens, **more)
 
 
 FORMATS: dict[str, GuardFormat] = {
     "llama_guard": GuardFormat(conversation, parse_guard, raw=False, slots=None, max_new_tokens=10),
-    "harmbench": GuardFormat(
-        filled(HARMBENCH, ("behavior", "generation")),
-        parse_harmbench,
-        raw=True,
-        slots=("behavior", "generation"),
-        max_new_tokens=1,
-        max_response_tokens=512,
-    ),
-    "wildguard": GuardFormat(
-        filled(WILDGUARD, ("prompt", "response")),
-        parse_wildguard,
-        raw=True,
-        slots=("prompt", "response"),
-        max_new_tokens=32,
-    ),  # fmt: skip
+    "harmbench": raw_format(HARMBENCH, ("behavior", "generation"), parse_harmbench, 1, max_response_tokens=512),
+    "wildguard": raw_format(WILDGUARD, ("prompt", "response"), parse_wildguard, 32),
 }
