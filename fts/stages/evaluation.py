@@ -197,7 +197,9 @@ class Evaluator:
         else:
             batch_size = self.eval_cfg.batch_size
             with in_dtype(model, inference_dtype(self.eval_cfg.dtype, model.dtype)) as model_in_dtype:
-                rows = generate(model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc, temperature)
+                rows = generate(
+                    model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature
+                )
         # a row keeps the prefix's text (`prefill`), not the whole harmful answer nor its token ids
         return [{k: v for k, v in r.items() if k not in ("prefill_answer", "prefill_ids")} for r in rows]
 

@@ -102,6 +102,12 @@ def judge_problems(cfg: DictConfig) -> list[str]:
             f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
         )
     for name, node in cfg.judge.items():
+        if "_target_" not in node:  # e.g. only `+judge.gpt4.x=...` typed, without judge=[...,gpt4]
+            problems.append(
+                f"judge.{name} is not one of the run's judges (it has no _target_): add it with judge=[...,{name}] "
+                f"(conf/judge/), or remove the judge.{name} overrides."
+            )
+            continue
         try:
             build(node, name=name).check()
         except FtsError as e:
