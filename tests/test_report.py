@@ -189,7 +189,7 @@ def test_report_of_a_multirun_dir(sweep_dir, capsys):
     assert all(r["status"] == "finished" for r in rows[:6])
 
     md = (sweep_dir / "sweep.md").read_text()
-    table = [line for line in md.splitlines() if line.startswith("| ")]
+    table = [line for line in md.split("\n## ", 1)[0].splitlines() if line.startswith("| ")]  # before the aggregates
     assert len(table) == 1 + 7
     assert "ASR after (keyword)" in table[0] and "harmfulness rate after (gpt4)" in table[0]
     assert "| 6 | aoa | 0.5 | unfinished (no metrics.json) |" in md

@@ -219,6 +219,7 @@ def metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
                     out[f"{side}{variant}/{column}"] = value
     job = metrics.get("fine_tune") or {}  # API models: the fine-tuning job (fts.train.openai)
     out |= {f"fine_tune/{k}": job[k] for k in FINE_TUNE_COLUMNS if job.get(k) is not None}
+    out |= {f"search/{k}": v for k, v in (metrics.get("search") or {}).items()}  # the utility floor's verdict
     return out
 
 
@@ -243,8 +244,7 @@ def table(runs: list[Run], root: Path | None = None) -> tuple[list[str], list[di
     axes = sweep_axes(runs)
     rows = []
     for r in runs:
-        path = os.path.relpath(r.path, root) if root and not r.path.startswith("wandb:") else r.path
-        row = {"run": path, "status": "finished" if r.metrics else "unfinished"}
+        row = {"run": run_label(r, root), "status": "finished" if r.metrics else "unfinished"}
         row |= {k: axis_value(r, k) for k in axes}
         row |= metric_columns(r.metrics or {}) | paper_columns(r.metrics or {})  # and the paper's, where it has them
         rows.append(row)
@@ -252,8 +252,12 @@ def table(runs: list[Run], root: Path | None = None) -> tuple[list[str], list[di
     return columns, rows
 
 
+def run_label(run: Run, root: Path | None) -> str:
+    return os.path.relpath(run.path, root) if root and not run.path.startswith("wandb:") else run.path
+
+
 def write_csv(stream: TextIO, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(stream, fieldnames=columns, restval="")
+    writer = csv.DictWriter(stream, fieldnames=columns, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
 
