@@ -85,7 +85,9 @@ def test_a_killed_search_resumes_with_its_trials_in_their_own_dirs(tiny_run_over
 def test_a_key_on_the_command_line_of_a_search_stops_it_before_the_study(tmp_path):
     sweep = tmp_path / "search"
     key = "sk-abcdefghijklmnop1234"
-    proc = fts(["-m", "hydra/sweeper=attack_search", f"+judge.gpt4.api_key={key}", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = fts(
+        ["-m", "hydra/sweeper=attack_search", f"+judge.gpt4.api_key={key}", f"hydra.sweep.dir={sweep}"], tmp_path
+    )
     assert proc.returncode == 2
     assert "judge.gpt4.api_key: a key on the command line of an attack search is stored in" in proc.stderr
     assert key not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr

@@ -73,7 +73,8 @@ def test_the_utility_floor_is_a_fraction_of_questions_that_are_asked(tmp_path):
     message = problems(["eval.min_utility=1.5"], tmp_path)
     assert "eval.min_utility must be null or a number in [0, 1], got 1.5." in message
     message = problems(["eval.min_utility=0.3", "eval.utility=null"], tmp_path)
-    assert "eval.min_utility=0.3 is a floor for QA accuracy, but the QA questions are off (eval.utility=null, eval.max_utility=null)" in message
+    off = "eval.min_utility=0.3 is a floor for QA accuracy, but the QA questions are off (eval.utility=null, eval."
+    assert off + "max_utility=null)" in message
     message = problems(["eval.min_utility=0.3", "eval.max_utility=0"], tmp_path)
     assert "eval.max_utility=0): set eval.utility=builtin:utility_eval.jsonl" in message
     validate(compose_run(["eval.min_utility=0.3"], tmp_path))  # with the built-in questions: fine
