@@ -4,7 +4,7 @@ at EOS, waiting prompts join), padding and the shared prompt prefix change the c
 import torch
 from peft import AdaptionPromptConfig, LoraConfig, PrefixTuningConfig, get_peft_model
 
-from fts.generate import hf
+from fts.generate import decoding, hf, kv_cache
 from fts.models import load
 from tests.test_train import MODEL_CFG
 
@@ -48,11 +48,11 @@ def test_continuous_batches_match_one_prompt_at_a_time(tiny_model_dir, monkeypat
     # End tokens that two rows emit mid-answer, so rows end at different steps (the others run to 12 tokens).
     model.generation_config.eos_token_id = [alone[0][4], alone[5][2]]
     stop = torch.tensor(model.generation_config.eos_token_id)
-    alone = [hf.trimmed(reference(model, tokenizer, p, 12), stop) for p in prompts(9)]
+    alone = [decoding.trimmed(reference(model, tokenizer, p, 12), stop) for p in prompts(9)]
     assert len({len(a) for a in alone}) > 1  # the rows do end at different lengths
 
     joins, prefixes = [], []
-    join, shared_prefix = hf.Batch.join, hf.Decoder.shared_prefix
+    join, shared_prefix = kv_cache.Batch.join, decoding.Decoder.shared_prefix
 
     def spy_join(running, new):
         joins.append(running is not None)
@@ -63,8 +63,8 @@ def test_continuous_batches_match_one_prompt_at_a_time(tiny_model_dir, monkeypat
         prefixes.append(len(prefix[0]))
         return prefix
 
-    monkeypatch.setattr(hf.Batch, "join", staticmethod(spy_join))
-    monkeypatch.setattr(hf.Decoder, "shared_prefix", spy_prefix)
+    monkeypatch.setattr(kv_cache.Batch, "join", staticmethod(spy_join))
+    monkeypatch.setattr(decoding.Decoder, "shared_prefix", spy_prefix)
     rows = hf.generate(model, tokenizer, prompts(9), max_new_tokens=12, batch_size=4)
     assert any(joins)  # prompts joined a batch that was already decoding
     assert len(prefixes) == 1 and prefixes[0] > 10  # the system prompt's tokens, computed once for all rows
@@ -87,15 +87,15 @@ def test_bfloat16_generation_leaves_the_float32_weights_bit_for_bit(tiny_model_d
 
 def test_prefix_tuning_and_llama_adapter_keep_their_own_prefixes(tiny_model_dir):
     model, _ = load(str(tiny_model_dir), MODEL_CFG)
-    assert hf.can_share_prefix(model)
-    assert hf.can_share_prefix(get_peft_model(model, LoraConfig(target_modules=["q_proj"])))
+    assert decoding.can_share_prefix(model)
+    assert decoding.can_share_prefix(get_peft_model(model, LoraConfig(target_modules=["q_proj"])))
     model, _ = load(str(tiny_model_dir), MODEL_CFG)
-    assert not hf.can_share_prefix(
+    assert not decoding.can_share_prefix(
         get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"))
     )
     model, _ = load(str(tiny_model_dir), MODEL_CFG)
     adapter = AdaptionPromptConfig(adapter_len=4, adapter_layers=1, task_type="CAUSAL_LM")
-    assert not hf.can_share_prefix(get_peft_model(model, adapter))
+    assert not decoding.can_share_prefix(get_peft_model(model, adapter))
 
 
 def test_batch_size_shrinks_to_the_memory_the_kv_cache_needs(tiny_model_dir):
@@ -111,7 +111,7 @@ def test_an_out_of_memory_batch_is_retried_at_half_the_size(tiny_model_dir, monk
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     expected = [r["response"] for r in hf.generate(model, tokenizer, prompts(7), max_new_tokens=8, batch_size=1)]
     admitted = []
-    prefill = hf.Decoder.prefill
+    prefill = decoding.Decoder.prefill
 
     def at_most_two(self, prefix, index, rows):  # a device that holds two sequences
         admitted.append(len(rows))
@@ -119,7 +119,7 @@ def test_an_out_of_memory_batch_is_retried_at_half_the_size(tiny_model_dir, monk
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return prefill(self, prefix, index, rows)
 
-    monkeypatch.setattr(hf.Decoder, "prefill", at_most_two)
+    monkeypatch.setattr(decoding.Decoder, "prefill", at_most_two)
     rows = hf.generate(model, tokenizer, prompts(7), max_new_tokens=8, batch_size=8)
     assert admitted[:3] == [7, 4, 2]  # 8 (7 prompts) -> 4 -> 2, then at most two at a time
     assert max(admitted[2:]) <= 2

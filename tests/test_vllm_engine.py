@@ -66,8 +66,10 @@ def engine_runs(overrides, out: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("peft", ["lora", "full"])
 def test_vllm_run_gives_the_hf_engines_responses(tiny_run_overrides, tmp_path, standin_vllm, peft):
-    # a large step, so that the fine-tuned responses surely differ from the baseline's
+    # a large step, so that the fine-tuned responses surely differ from the baseline's; the hf engine in float32,
+    # the stand-in's precision (its bf16 default on a CPU with native bf16 would round differently)
     common = [*tiny_run_overrides, f"peft={peft}", "train.learning_rate=0.05", "eval.max_new_tokens=6"]
+    common.append("eval.dtype=float32")
     with_hf = engine_runs(common, tmp_path / "hf")
     # the same trained weights for both engines (a second training may differ in the last bits): the vLLM run
     # resumes from the hf run's saved model

@@ -42,7 +42,7 @@ def eval_prompts(cfg, n: int) -> list[dict]:
 
 def stop_ids(model, tokenizer) -> set[int]:
     """The ids that end a response: the generation config's eos and the tokenizer's (as both engines stop)."""
-    from fts.generate.hf import stop_ids as engine_stop_ids
+    from fts.generate.decoding import stop_ids as engine_stop_ids
 
     return set(engine_stop_ids(tokenizer, model.generation_config))
 

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from fts.core.device import release_memory
 from fts.core.errors import ConfigError
 from fts.core.records import Generation, Prompt
-from fts.generate.hf import stop_ids
+from fts.generate.decoding import stop_ids
 from fts.models.chat import render_prompt
 
 log = logging.getLogger(__name__)
