@@ -184,7 +184,9 @@ class Evaluator:
             return self.vllm.generate(model, tokenizer, prompts, max_new_tokens, desc=desc, temperature=temperature)
         batch_size = self.eval_cfg.batch_size
         with in_dtype(model, inference_dtype(self.eval_cfg.dtype, model.dtype)) as model_in_dtype:
-            return generate(model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc, temperature)
+            return generate(
+                model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature
+            )
 
     def mt_bench_answers(self, model, tokenizer, questions: list[Prompt], desc: str) -> list[dict]:
         """Both turns of every question: turn 1, then turn 2 after the model's own first answer, each batch at
