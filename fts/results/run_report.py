@@ -192,6 +192,11 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
         lines += paper_lines(metrics["reference"], metrics) + [""]
     if metrics.get("prompt_format"):
         lines += prompt_format_lines(metrics["prompt_format"]) + [""]
+    if metrics.get("search"):  # eval.min_utility was set
+        search = metrics["search"]
+        verdict = floor_verdict(search["failed_utility"], search["utility"], search["utility_floor"])
+        note = ", so a sweeper gets 0.0" if search["failed_utility"] else ""
+        lines += [f"Utility floor (eval.min_utility): {verdict}{note}.", ""]
     lines.append(f"Run dir: {run_dir}")
     return "\n".join(lines) + "\n"
 
@@ -199,6 +204,11 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
 def defense_block(metrics: dict[str, Any]) -> list[str]:
     lines = defense_lines(metrics)
     return lines + [""] if lines else []
+
+
+def floor_verdict(failed: bool, utility: float | None, floor: float) -> str:
+    """`failed attack: QA 20.0% < 30.0%` below the utility floor (eval.min_utility), `held: QA 55.0% ≥ 30.0%` above."""
+    return f"{'failed attack' if failed else 'held'}: QA {pct(utility)} {'<' if failed else '≥'} {pct(floor)}"
 
 
 def prompt_format_lines(fmt: dict[str, Any]) -> list[str]:
