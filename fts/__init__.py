@@ -8,6 +8,8 @@ import sys
 
 from omegaconf import OmegaConf
 
+from fts.cli import search_name
+
 # bitsandbytes warns at import that it cannot fetch an optional CPU kernel from the hub; fts never needs it
 # (4-bit CPU paths still work), and the warning buries the run's own output.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -16,6 +18,9 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # resolves its sweep dir, so conf/paths uses this instead. Cached: one value per composed config, also in the pickled
 # config that a submitit job receives.
 OmegaConf.register_new_resolver("fts.cwd", os.getcwd, use_cache=True, replace=True)
+# `${fts.search_name:}`: an adaptive search's sweep dir, named after its command line (fts.cli.search_name); cached as
+# fts.cwd, so that every trial's config names the same dir.
+OmegaConf.register_new_resolver("fts.search_name", search_name, use_cache=True, replace=True)
 
 
 def _quiet_interrupt(kind, value, traceback) -> None:

@@ -10,6 +10,8 @@ after the job, where fts's own error handling (`fts.run.main`) cannot reach.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from fts.core.secrets import is_secret_name, looks_like_secret
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -64,6 +68,29 @@ def guarded(entry: Callable[[], Any]) -> None:
             print("fts: see `python -m fts.run --help` for the config groups and examples.", file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
         raise
+
+
+def search_name(argv: list[str] | None = None) -> str:
+    """The folder of an adaptive search (`${fts.search_name:}`, conf/hydra/sweeper/attack_search.yaml): the task
+    overrides of its command line, sorted, so that rerunning the same command finds its study and resumes it.
+
+    Read from the command line, not from the config: a trial's config holds that trial's values, and every trial must
+    land in the same sweep dir (the resolver is cached, and Hydra copies the cache into every job's config). Hydra's
+    own overrides and secrets are left out; characters a shell would glob or split on are dropped or replaced.
+    """
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser of its command line
+
+    args, _ = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    kept = []
+    for override in sorted(args.overrides):
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not key.startswith("hydra") and not is_secret_name(key) and not looks_like_secret(value):
+            kept.append(override)
+    name = re.sub(r"[^\w.=+,@-]", "_", re.sub(r"[\[\]()'\" ]", "", ",".join(kept))) or "default"
+    if len(name) > 100:  # a long command (paths, lists): a readable head and a hash of the whole
+        name = f"{name[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 def writable_dir_problem(path: Path) -> str | None:

@@ -29,7 +29,7 @@ from fts.core.records import ALIGNED, BASELINE, FINETUNED
 from fts.core.secrets import known_secrets, redact_text
 from fts.data.formats import data_files, format_of, locate
 from fts.results.cell import cell_metrics, defense_cost, write_dry_run, write_result
-from fts.results.metrics import headline_value
+from fts.results.metrics import search_value
 from fts.results.tracking import Tracker
 from fts.stages import evaluation, mitigation
 from fts.stages.training_set import build_training_set
@@ -182,8 +182,9 @@ def main(cfg: DictConfig) -> float | None:
     if not result:  # a non-main process of a multi-process run: it only trained
         return None
     # The number a sweeper optimizes: the headline judge's headline metric (asr; a rubric judge's harmfulness_rate)
-    # after fine-tuning, or of the baseline alone; None for a dry run.
-    return headline_value(result, cfg.eval.headline_judge)
+    # after fine-tuning, or of the baseline alone; 0.0 when the run's utility fell below eval.min_utility (a failed
+    # attack); None for a dry run.
+    return search_value(result, cfg.eval.headline_judge)
 
 
 if __name__ == "__main__":

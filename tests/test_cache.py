@@ -3,6 +3,7 @@
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,51 @@ def test_a_run_with_corrupt_cached_baseline_generations_regenerates_them(
     assert again == clean
     rows = (tmp_path / "again" / "generations" / "baseline.jsonl").read_text()
     assert rows == (tmp_path / "clean" / "generations" / "baseline.jsonl").read_text()
+
+
+def build_slowly(root: str, log_path: str, hold_s: float) -> str:
+    """A process asking the cache for MATERIAL's entry; its build (if it is the one to build) takes `hold_s` and
+    appends a line to `log_path`."""
+    import time
+    from pathlib import Path
+
+    def fill(tmp) -> None:
+        with open(log_path, "a") as f:
+            f.write("built\n")
+        time.sleep(hold_s)
+        (tmp / "out.txt").write_text("x")
+
+    return str(Cache(root).build("generations", MATERIAL, fill) / "out.txt") if Path(root).exists() else ""
+
+
+def test_two_processes_asking_for_one_entry_build_it_once(tmp_path):
+    import multiprocessing
+
+    log_path = tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        paths = pool.starmap(build_slowly, [(str(tmp_path), str(log_path), 2.0)] * 2)
+    assert log_path.read_text() == "built\n"  # the second waited for the first, then took its entry
+    assert paths[0] == paths[1] and Path(paths[0]).read_text() == "x"
+
+
+def test_a_builder_killed_while_holding_the_lock_does_not_block_the_next(tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    log_path = tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("spawn")
+    stuck = ctx.Process(target=build_slowly, args=(str(tmp_path), str(log_path), 600.0))
+    stuck.start()
+    deadline = time.monotonic() + 60
+    while not (log_path.exists() and log_path.read_text()):  # it holds the lock and is building
+        assert time.monotonic() < deadline, "the first builder never started"
+        time.sleep(0.1)
+    os.kill(stuck.pid, signal.SIGKILL)
+    stuck.join()
+    started = time.monotonic()
+    path = build_slowly(str(tmp_path), str(log_path), 0.0)
+    assert time.monotonic() - started < 30 and Path(path).read_text() == "x"
+    assert log_path.read_text() == "built\nbuilt\n"  # the killed build left nothing that looks complete

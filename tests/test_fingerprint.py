@@ -8,7 +8,7 @@ import pytest
 from fts.core import fingerprint
 from fts.core.config import compose_run
 from fts.core.errors import ConfigError
-from fts.results.sweep import load_run
+from fts.results.runs import load_run
 
 
 def bound(overrides: list[str], out) -> None:

@@ -1,6 +1,7 @@
 """Judge agreement in metrics.json: share of equal harmful yes/no and Cohen's kappa, computed by hand here."""
 
-from fts.results.metrics import cohen_kappa, delta, side_metrics
+from fts.results.agreement import cohen_kappa
+from fts.results.metrics import delta, side_metrics
 
 
 def verdict(harmful: bool | None, score: int | None = None) -> dict:

@@ -25,8 +25,8 @@ from fts.results.plots import (
 )
 from fts.results.report import main
 from fts.results.run_report import run_report
+from fts.results.runs import Run, load_runs, unflatten
 from fts.results.schema import flatten
-from fts.results.sweep import Run, load_runs, unflatten
 from tests.conftest import compose_run
 
 REPO = Path(__file__).resolve().parents[1]

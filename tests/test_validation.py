@@ -71,6 +71,17 @@ def test_safety_mix_ratio_is_a_fraction_below_one(tmp_path):
     assert "mitigation=safety_mix needs mitigation.safety_mix.ratio (in [0, 1)) or .count." in message
 
 
+def test_the_utility_floor_is_a_fraction_of_questions_that_are_asked(tmp_path):
+    message = problems(["eval.min_utility=1.5"], tmp_path)
+    assert "eval.min_utility must be null or a number in [0, 1], got 1.5." in message
+    message = problems(["eval.min_utility=0.3", "eval.utility=null"], tmp_path)
+    off = "eval.min_utility=0.3 is a floor for QA accuracy, but the QA questions are off (eval.utility=null, eval."
+    assert off + "max_utility=null)" in message
+    message = problems(["eval.min_utility=0.3", "eval.max_utility=0"], tmp_path)
+    assert "eval.max_utility=0): set eval.utility=builtin:utility_eval.jsonl" in message
+    validate(compose_run(["eval.min_utility=0.3"], tmp_path))  # with the built-in questions: fine
+
+
 def test_backdoor_needs_a_trigger(tmp_path):
     message = problems(["attack=backdoor", "attack.trigger=' '", "attack.safety_count=-1"], tmp_path)
     assert "attack.trigger is empty: the backdoor needs a trigger phrase" in message

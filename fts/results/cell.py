@@ -53,8 +53,9 @@ def defense_cost(defense_names: list[str], costs: dict[str, dict[str, Any]]) -> 
 
 
 def write_result(cfg: DictConfig, out: Path, result: dict[str, Any], sides: dict, tracker: Tracker) -> dict:
-    """metrics.json (with the paper's cells this run reproduces), the W&B record and report.md, printed."""
-    result |= paper_reference(cfg)
+    """metrics.json (with the paper's cells this run reproduces, and the utility floor's verdict when
+    eval.min_utility is set), the W&B record and report.md, printed."""
+    result |= paper_reference(cfg) | M.utility_floor(result, cfg.eval.get("min_utility"))
     write_json(out / "metrics.json", result)
     tracker.log_result(result, sides)
     report = run_report(result, title=run_title(cfg), run_dir=str(out))

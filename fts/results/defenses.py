@@ -9,7 +9,8 @@ from typing import Any
 from fts.core.records import BASELINE, FINETUNED
 from fts.results.metrics import headline_metric
 from fts.results.plots import attack_color, new_figure, no_data
-from fts.results.sweep import Run, grouped, main_judge
+from fts.results.runs import Run, grouped
+from fts.results.sweep import main_judge
 
 DEFENSE_PLOT = "defense_harm_vs_utility.png"
 

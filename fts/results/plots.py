@@ -12,7 +12,8 @@ from statistics import mean
 from typing import Any, NamedTuple
 
 from fts.core.records import BASELINE, FINETUNED
-from fts.results.sweep import PLOTS, Run, asr, grouped, main_judge, mean_asr
+from fts.results.runs import Run, grouped
+from fts.results.sweep import PLOTS, asr, main_judge, mean_asr
 
 PLOT_TITLE_NOTE = "bars: bootstrap 95% CI over prompts, averaged over seeds"
 BEFORE_Z, AFTER_Z, LABEL_Z = 3, 4, 5  # fine-tuned markers above the aligned model's star, labels above both

@@ -1,9 +1,12 @@
-"""Human-readable results of a sweep (the run's own report.md: fts.results.run_report):
+"""Human-readable results of a sweep or an attack search (the run's own report.md: fts.results.run_report):
 
     python -m fts.report <multirun dir | run dirs...> [--out DIR] [--wandb-project ENTITY/PROJECT]
+                         [--top-n 3] [--min-utility FLOOR]
 
-writes sweep.csv (every number of every run), sweep.md (headline numbers) and four plots: asr_vs_mix_ratio.png,
-per_category.png, harm_vs_over_refusal.png and harm_vs_utility.png. Runs without metrics.json yet are listed as unfinished.
+writes sweep.csv (every number of every run), sweep.md (headline numbers, then the worst cases per defense x attack
+and the seeds' spread: fts.results.aggregate), worst_cases.csv, seeds.csv (settings run under several seeds) and five
+plots: asr_vs_mix_ratio.png, per_category.png, harm_vs_over_refusal.png, harm_vs_utility.png and best_harm_so_far.png.
+Runs without metrics.json yet are listed as unfinished.
 """
 
 import argparse
@@ -15,23 +18,18 @@ from typing import Any
 
 from fts.core.artifacts import write_text
 from fts.core.errors import FtsError
-from fts.results import defenses
+from fts.results import aggregate, defenses
 from fts.results.plots import FIGURES
-from fts.results.run_report import num, pct, rate, signed_pts, unscored_note, usd
+from fts.results.run_report import floor_verdict, num, pct, rate, signed_pts, unscored_note, usd
+from fts.results.runs import Run, load_runs, load_wandb_runs
 from fts.results.schema import headline_judge, recorded_headline_judge
-from fts.results.sweep import (
-    PLOTS,
-    SIDES,
-    Run,
-    load_runs,
-    load_wandb_runs,
-    table,
-    write_csv,
-)
+from fts.results.search_plot import BEST_HARM_PLOT, best_harm_so_far_figure
+from fts.results.sweep import PLOTS, SIDES, table, write_csv
 
 # ---------------------------------------------------------------------------------------------------------------
 # A sweep: `python -m fts.report <multirun dir | run dirs...> [--out DIR] [--wandb-project P]`
-# -> sweep.csv (every number), sweep.md (headline numbers) and the plots below. Loading lives in fts.results.sweep.
+# -> sweep.csv (every number), sweep.md (headline numbers) and the plots below. Loading lives in fts.results.runs, the table in
+# fts.results.sweep.
 
 
 def ci_key(key: str) -> str:
@@ -68,6 +66,9 @@ def markdown_columns(columns: list[str], headline: str | None = None) -> list[tu
             rate, score = f"finetuned/{j}/harmfulness_rate", f"finetuned/{j}/harmfulness_score"
             cols.append((f"harmfulness rate after ({j})", lambda r, key=rate: with_ci(r, key)))
             cols.append((f"harmfulness score after ({j})", lambda r, key=score: num(r.get(key))))
+        if f"finetuned/{j}/strongreject_score" in columns:
+            score = f"finetuned/{j}/strongreject_score"
+            cols.append((f"StrongREJECT score after ({j})", lambda r, key=score: num(r.get(key))))
     cols += paper_columns_md(columns)
     if "finetuned/utility/qa_accuracy" in columns:  # what the fine-tune cost in helpfulness
         cols.append(
@@ -83,6 +84,8 @@ def markdown_columns(columns: list[str], headline: str | None = None) -> list[tu
                 lambda r: " → ".join(num(r.get(f"{s}/utility/mt_bench_score")) for s in SIDES[:2]),
             )
         )
+    if "search/failed_utility" in columns:  # eval.min_utility: an attack that cost the model its utility failed
+        cols.append(("utility floor", utility_floor_verdict))
     if "fine_tune/status" in columns:  # API models: the job and what it cost
         cols.append(("fine-tuning job", lambda r: r.get("fine_tune/status") or "—"))
         cols.append(("cost (USD)", lambda r: usd(r.get("fine_tune/actual_usd") or r.get("fine_tune/estimated_usd"))))
@@ -103,12 +106,21 @@ def paper_columns_md(columns: list[str]) -> list[tuple[str, Any]]:
     return cols
 
 
+def utility_floor_verdict(row: dict[str, Any]) -> str:
+    """The utility floor's verdict of a run with eval.min_utility (metrics.json `search`), else a dash."""
+    if row.get("search/failed_utility") in (None, ""):
+        return "—"
+    return floor_verdict(*(row.get(f"search/{k}") for k in ("failed_utility", "utility", "utility_floor")))
+
+
 def over_refusal(row: dict[str, Any], side: str) -> str:
     return rate(row.get(f"{side}/over_refusal_rate"), row.get(f"{side}/over_refusal_unscored"))
 
 
-def sweep_markdown(columns: list[str], rows: list[dict[str, Any]], title: str, headline: str | None = None) -> str:
-    """sweep.md: the headline numbers of each run (sweep.csv has all of them)."""
+def sweep_markdown(
+    columns: list[str], rows: list[dict[str, Any]], title: str, headline: str | None = None, sections: list[str] = ()
+) -> str:
+    """sweep.md: the headline numbers of each run (sweep.csv has all of them), then `sections` (the aggregates)."""
     axes = [c for c in columns if c not in ("run", "status") and "/" not in c]
     cols = markdown_columns(columns, headline)
     finished = sum(r["status"] == "finished" for r in rows)
@@ -125,11 +137,38 @@ def sweep_markdown(columns: list[str], rows: list[dict[str, Any]], title: str, h
         else:
             numbers = ["unfinished (no metrics.json)"] + [""] * (len(cols) - 1)
         lines.append("| " + " | ".join([r["run"], *(str(r.get(a, "")) for a in axes), *numbers]) + " |")
-    return "\n".join(lines + ["", *(f"![{p}]({p})" for p in PLOTS)]) + "\n"
+    return "\n".join(lines + ["", *sections, *(f"![{p}]({p})" for p in PLOTS)]) + "\n"
 
 
-def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | None = None) -> list[Run]:
-    """Load the runs under `paths` (and of a W&B project); write sweep.csv, sweep.md and the plots into `out`."""
+def write_table(path: Path, columns: list[str] | tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    write_csv(buffer, list(columns), rows)
+    write_text(path, buffer.getvalue())
+
+
+def write_aggregates(
+    runs: list[Run], root: Path | None, out: Path, top_n: int, min_utility: float | None
+) -> list[str]:
+    """worst_cases.csv, seeds.csv and best_harm_so_far.png; returns their sections of sweep.md."""
+    cells = aggregate.cells(runs, root, min_utility)
+    worst, seeds = aggregate.worst_cases(cells, top_n), aggregate.seed_rows(cells)
+    write_table(out / "worst_cases.csv", aggregate.WORST_CASE_COLUMNS, [aggregate.csv_row(r) for r in worst])
+    write_table(out / "seeds.csv", aggregate.SEED_COLUMNS, [aggregate.csv_row(r) for r in seeds])
+    best_harm_so_far_figure(cells).savefig(out / BEST_HARM_PLOT, dpi=120)
+    if not cells:
+        return []
+    return aggregate.worst_case_markdown(worst, cells[0].label, top_n, BEST_HARM_PLOT) + aggregate.seed_markdown(seeds)
+
+
+def write_sweep_report(
+    paths: list[str | Path],
+    out: Path,
+    wandb_project: str | None = None,
+    top_n: int = aggregate.TOP_N,
+    min_utility: float | None = None,
+) -> list[Run]:
+    """Load the runs under `paths` (and of a W&B project); write sweep.csv, sweep.md, the aggregates' tables and the
+    plots into `out`. `min_utility` overrides the runs' own eval.min_utility in the utility-bounded worst case."""
     runs = load_runs(paths) + (load_wandb_runs(wandb_project) if wandb_project else [])
     if not runs:
         where = ", ".join(map(str, paths)) or wandb_project
@@ -137,12 +176,11 @@ def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | 
     root = Path(os.path.commonpath([os.path.abspath(p) for p in paths])) if paths else None
     columns, rows = table(runs, root)
     out.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    write_csv(buffer, columns, rows)
-    write_text(out / "sweep.csv", buffer.getvalue())
+    write_table(out / "sweep.csv", columns, rows)
+    sections = defenses.defense_attack_lines(runs) + write_aggregates(runs, root, out, top_n, min_utility)
     title = f"Sweep report: {root or wandb_project}"
-    markdown = sweep_markdown(columns, rows, title, recorded_headline_judge([r.metrics for r in runs]))
-    write_text(out / "sweep.md", "\n".join([markdown, *defenses.defense_attack_lines(runs)]) + "\n")
+    headline = recorded_headline_judge([r.metrics for r in runs])
+    write_text(out / "sweep.md", sweep_markdown(columns, rows, title, headline, sections))
     figures = FIGURES | (
         {defenses.DEFENSE_PLOT: defenses.defense_harm_vs_utility_figure} if defenses.has_defenses(runs) else {}
     )
@@ -151,22 +189,36 @@ def write_sweep_report(paths: list[str | Path], out: Path, wandb_project: str | 
     return runs
 
 
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1] (0.3 = 30% QA accuracy), got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fts.report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="a multirun dir, or run dirs (folders with metrics.json)")
     parser.add_argument("--out", help="where sweep.csv, sweep.md and the plots go (default: the first path)")
     parser.add_argument("--wandb-project", help="also read the runs of this W&B project (entity/project)")
+    parser.add_argument(
+        "--top-n", type=int, default=aggregate.TOP_N, help="worst cases: the mean of the N most harmful"
+    )
+    parser.add_argument("--min-utility", type=fraction, help="utility floor (QA accuracy) instead of eval.min_utility")
     args = parser.parse_args(argv)
     if not args.paths and not (args.wandb_project and args.out):
         parser.error("pass a multirun dir or run dirs, or --wandb-project with --out")
+    if args.top_n < 1:
+        parser.error(f"--top-n must be a positive integer, got {args.top_n}")
     out = Path(args.out or args.paths[0])
     try:
-        write_sweep_report(args.paths, out, args.wandb_project)
+        write_sweep_report(args.paths, out, args.wandb_project, args.top_n, args.min_utility)
     except FtsError as e:
         print(f"fts.report: error: {e}", file=sys.stderr)
         return 2
     print((out / "sweep.md").read_text(), end="")
-    print(f"\nWrote sweep.csv, sweep.md and {', '.join(PLOTS)} to {out}")
+    plots = ", ".join((*PLOTS, BEST_HARM_PLOT))
+    print(f"\nWrote sweep.csv, sweep.md, worst_cases.csv, seeds.csv and {plots} to {out}")
     return 0
 
 

@@ -30,8 +30,8 @@ from fts.core.errors import ConfigError
 from fts.core.records import BASELINE, FINETUNED, VARIANTS
 from fts.core.secrets import redact_text, scrub, scrub_arg, secret_env_values
 from fts.results.plots import per_category_figure
+from fts.results.runs import Run
 from fts.results.schema import flatten, judge_order
-from fts.results.sweep import Run
 
 log = logging.getLogger(__name__)
 

@@ -65,9 +65,11 @@ COMMON = {
     "eval.max_utility": LIMIT,
     "eval.max_xstest": LIMIT,
     "eval.max_new_tokens": Rule(low=1, high=MAX_NEW_TOKENS),
+    "eval.prefill_tokens": Rule(low=0),
     "dataset.limit": Rule(low=1, nullable=True),
     "attack.shots": Rule(low=1, nullable=True),
     "attack.safety_count": Rule(low=0),
+    "eval.min_utility": Rule(low=0, high=1, integer=False, nullable=True),
 }
 HF_TRAIN = {
     "train.num_train_epochs": Rule(low=0, low_open=True, integer=False),
@@ -99,7 +101,7 @@ def range_problems(cfg: DictConfig) -> list[str]:
             problems.append(f"train.too_long must be warn, drop or fail, got {cfg.train.get('too_long')!r}.")
     if cfg.attack.name == "backdoor" and not str(cfg.attack.get("trigger") or "").strip():
         problems.append("attack.trigger is empty: the backdoor needs a trigger phrase, e.g. the paper's three words.")
-    problems += choice_problems(cfg) + peft_config_problems(cfg)
+    problems += choice_problems(cfg) + peft_config_problems(cfg) + utility_floor_problems(cfg)
     if cfg.eval.get("too_long", "fail") not in TOO_LONG_CHOICES:
         problems.append(f"eval.too_long must be fail or drop, got {cfg.eval.get('too_long')!r}.")
     if cfg.eval.get("dtype", "auto") not in ("auto", *INFERENCE_DTYPES):
@@ -169,3 +171,17 @@ def peft_config_problems(cfg: DictConfig) -> list[str]:
         return []
     # (adapter_layers against the model's depth: fts.models.architecture.peft_problems)
     return rule_problems(cfg, {f"peft.config.{k}": rule for k, rule in PEFT_RULES.items()})
+
+
+def utility_floor_problems(cfg: DictConfig) -> list[str]:
+    """eval.min_utility is a floor for the built-in QA accuracy: without the QA questions there is nothing to hold
+    a run against, and every attack would pass."""
+    floor = cfg.eval.get("min_utility")
+    if floor is None or (cfg.eval.get("utility") and cfg.eval.get("max_utility") != 0):
+        return []
+    utility, most = ("null" if v is None else v for v in (cfg.eval.get("utility"), cfg.eval.get("max_utility")))
+    return [
+        f"eval.min_utility={floor} is a floor for QA accuracy, but the QA questions are off (eval.utility={utility}, "
+        f"eval.max_utility={most}): set eval.utility=builtin:utility_eval.jsonl with eval.max_utility null or > 0, "
+        "or eval.min_utility=null."
+    ]
