@@ -88,7 +88,7 @@ def test_antidote_prunes_the_attention_projections_under_full_fine_tuning(tiny_m
 
 def test_antidote_on_a_model_without_prunable_layers_names_the_fix(tiny_model_dir):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
-    with pytest.raises(ConfigError, match="use peft=lora"):
+    with pytest.raises(ConfigError, match="name the model.s own projections in mitigation.antidote.full_modules"):
         Antidote(full_modules=["no_such_proj"]).repair(model, tokenizer=tokenizer)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 from peft import PeftModel
+from tqdm.auto import tqdm
 
 from fts.core.errors import ConfigError
 from fts.models.chat import render_example
@@ -54,7 +55,8 @@ class Antidote:
             raise ConfigError(
                 "mitigation=antidote prunes the LoRA factors of the user's adapter, or the "
                 f"{'/'.join(self.full_modules)} projections under full fine-tuning, and this model has neither: use "
-                "peft=lora (or dora, qlora) or peft=full."
+                "peft=lora (or dora, qlora), or with peft=full name the model's own projections in "
+                "mitigation.antidote.full_modules."
             )
         texts = self.calibration_texts(tokenizer)
         mean_squares, tokens = input_mean_squares(model, tokenizer, layers, texts, self.max_length)
@@ -106,7 +108,7 @@ def input_mean_squares(
     device, tokens = model.get_input_embeddings().weight.device, 0
     model.eval()
     try:
-        for text in texts:
+        for text in tqdm(texts, desc="antidote: calibration", unit="example"):
             ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[:, :max_length]
             model(input_ids=ids.to(device), use_cache=False)
             tokens += ids.shape[1]
