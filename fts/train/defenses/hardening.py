@@ -3,6 +3,8 @@ its alignment data, with the defense's objective, in a LoRA of the defense's own
 result (the defended model) is cached by the backend under `material()`; every attack cell of a sweep starts from
 it. Also the gradient bookkeeping of objectives that take several passes per step."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,23 @@ class GradientStash:
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Each decoder layer's attention module (`...self_attn`), in layer order."""
     return [module for name, module in model.named_modules() if name.endswith("self_attn")]
+
+
+@contextmanager
+def recorded_outputs(modules: list[torch.nn.Module], keep_grad: bool = False) -> Iterator[list[torch.Tensor]]:
+    """The first output of each module in the forward that runs inside, in call order; with `keep_grad`, each one
+    keeps its gradient after the backward (`.grad`)."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if keep_grad and hidden.requires_grad:
+            hidden.retain_grad()
+        outputs.append(hidden)
+
+    handles = [m.register_forward_hook(keep) for m in modules]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()

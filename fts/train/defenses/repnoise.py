@@ -28,8 +28,6 @@ Cost: 2 forward + 1 backward per step, plus L + 1 LM-head read-outs of the harmf
 """
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +36,7 @@ import torch.nn.functional as F
 from fts.core.errors import DataError
 from fts.core.records import Example
 from fts.train.defenses import Objective
-from fts.train.defenses.hardening import HarmfulHardening
+from fts.train.defenses.hardening import HarmfulHardening, recorded_outputs
 from fts.train.defenses.reference import plain_inputs
 from fts.train.trainer import Trainer
 
@@ -100,7 +98,7 @@ class RepNoiseTrainer(Trainer):
             return refusal_loss
         harmful = self.paired_batch(inputs)
         mask = differing_answer(harmful, inputs)
-        with outputs_of(self.mlps) as states:
+        with recorded_outputs(self.mlps) as states:
             out = model(**plain_inputs(harmful), output_hidden_states=True, logits_to_keep=1)
         noise = torch.stack([masked_mmd(h, mask) for h in states]).mean()
         readout = lens_cross_entropies(model, out.hidden_states, harmful["input_ids"], mask).mean()  # S / (L + 1)
@@ -185,19 +183,3 @@ def lens_cross_entropies(model, hidden_states: tuple, input_ids: torch.Tensor, m
         states = states[:, :-1][predicting]
         losses.append(F.cross_entropy(head(states if k == last else norm(states)).float(), targets))
     return torch.stack(losses)
-
-
-@contextmanager
-def outputs_of(modules: list[torch.nn.Module]) -> Iterator[list[torch.Tensor]]:
-    """The output of each module in the forward that runs inside, in call order."""
-    outputs: list[torch.Tensor] = []
-
-    def keep(module, args, output):
-        outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [m.register_forward_hook(keep) for m in modules]
-    try:
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
