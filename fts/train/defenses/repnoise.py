@@ -24,7 +24,8 @@ the logit lens is computed at the masked positions only (the original computes t
 position, then masks), which gives the same loss for a fraction of the memory; padding is never "different" (the
 original compares padded ids, so a padded refusal marks the harmful answer's padding too); pairs are matched by
 their request (the prompt tokens), not by position in two loaders.
-Cost: 2 forward + 1 backward per step, plus L + 1 LM-head read-outs of the harmful answer tokens.
+Cost: 2 forward + 1 backward per step, plus L + 1 LM-head read-outs of the harmful answer tokens, each one's
+[tokens x vocabulary] log-probabilities held until the backward.
 """
 
 import json
