@@ -8,7 +8,7 @@ from typing import get_type_hints
 import pytest
 
 from fts.core.errors import ConfigError, DataError
-from fts.core.records import Example, Message, Prompt, QAPrompt, Question, XSTestPrompt
+from fts.core.records import Example, Message, PrefillAnswer, Prompt, QAPrompt, Question, XSTestPrompt
 from fts.data.conversations import load_chat_jsonl, load_prompt_completion_jsonl
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, KINDS, load
 from fts.data.hexphi import load_hexphi
@@ -31,6 +31,7 @@ FIXTURES = {
     "xstest": FIX / "xstest_prompts.csv",
     "mt_bench": FIX / "mt_bench_question.jsonl",
     "qa": "builtin:utility_eval.jsonl",
+    "prefill": "builtin:prefill.jsonl",
 }
 PROMPT_FORMATS = {"hexphi", "advbench", "fts_prompts"}
 
@@ -414,7 +415,7 @@ def test_empty_json_array_raises(tmp_path):
 
 @pytest.mark.parametrize("fmt", sorted(FIXTURES))
 def test_every_record_has_exactly_the_record_keys(fmt):
-    record_type = {"xstest": XSTestPrompt, "mt_bench": Question, "qa": QAPrompt}.get(
+    record_type = {"xstest": XSTestPrompt, "mt_bench": Question, "qa": QAPrompt, "prefill": PrefillAnswer}.get(
         fmt, Prompt if fmt in PROMPT_FORMATS else Example
     )
     records = load(fmt, str(FIXTURES[fmt]))
@@ -422,6 +423,9 @@ def test_every_record_has_exactly_the_record_keys(fmt):
         assert set(record) == set(get_type_hints(record_type)), (fmt, record)
         if record_type is Question:
             assert all(isinstance(t, str) for t in record["turns"])
+            continue
+        if record_type is PrefillAnswer:
+            assert isinstance(record["response"], str) and (record["id"] or record["prompt"])
             continue
         assert all(set(m) == set(get_type_hints(Message)) for m in record["messages"]), (fmt, record)
         assert all(isinstance(m["content"], str) for m in record["messages"])

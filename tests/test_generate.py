@@ -6,6 +6,7 @@ from peft import AdaptionPromptConfig, LoraConfig, PrefixTuningConfig, get_peft_
 
 from fts.generate import decoding, hf, kv_cache
 from fts.models import load
+from fts.models.chat import render_prompt
 from tests.test_train import MODEL_CFG
 
 
@@ -19,7 +20,7 @@ def prompts(n: int) -> list[dict]:
 
 def reference(model, tokenizer, prompt: dict, max_new_tokens: int) -> list[int]:
     """The paper's method: this prompt alone through model.generate, greedy."""
-    text = hf.render_prompt(tokenizer, prompt["messages"])
+    text = render_prompt(tokenizer, prompt["messages"])
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         out = model.generate(

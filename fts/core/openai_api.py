@@ -1,5 +1,6 @@
 """The OpenAI client as fts uses it: `Endpoint` is the one way to it, shared by the API judges and the MT-Bench
-grader, the OpenAI model backend (chat engine, fine-tuning jobs) and the moderation filter. `make_client` is the one
+grader, the OpenAI model backend (chat engine, fine-tuning jobs), the moderation filter and the moderation judge
+(both through `moderate`). `make_client` is the one
 place the client is constructed. Its settings are one config node, conf/endpoint/openai.yaml, that every config
 talking to the API pulls in through its defaults list.
 
@@ -187,6 +188,16 @@ class Endpoint:
         secret = api_key(self.api_key_env, self.base_url)
         text = failure_text(self.key, what, error, attempts, self.api_key_env, secret, self.model_field, self.may)
         return self.error(text + self.note)
+
+
+def moderate(api: Endpoint, model: str, texts: list[str], meter: Meter | None = None) -> list[dict[str, Any]]:
+    """One moderation request for `texts`: per text {flagged, categories (the flagged ones, sorted)}."""
+    reply = api.call(lambda c: c.moderations.create(model=model, input=texts), "moderation request", meter=meter)
+    verdicts = []
+    for result in reply.results:
+        categories = result.categories.model_dump(by_alias=True) if result.categories else {}
+        verdicts.append({"flagged": bool(result.flagged), "categories": sorted(k for k, v in categories.items() if v)})
+    return verdicts
 
 
 def failure_text(

@@ -48,6 +48,15 @@ class Question(TypedDict):
     reference: list[str] | None
 
 
+class PrefillAnswer(TypedDict):
+    """A harmful answer whose first tokens start the model's response (the prefilling attack, fts.data.prefill),
+    matched to an evaluation prompt by `id`, else by its `prompt` text."""
+
+    id: str | None
+    prompt: str | None
+    response: str
+
+
 class Generation(Prompt):
     response: str
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fts.core.errors import ConfigError, DataError
-from fts.core.records import Example, Prompt, Question
-from fts.data import conversations, hexphi, instructions, prompts, questions, redteam
+from fts.core.records import Example, PrefillAnswer, Prompt, Question
+from fts.data import conversations, hexphi, instructions, prefill, prompts, questions, redteam
 from fts.data.detect import AUTO, detect
 from fts.data.readers import check_size, resolve
 
-KINDS = ("prompts", "examples", "xstest", "qa", "questions")
+KINDS = ("prompts", "examples", "xstest", "qa", "questions", "prefill")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ FORMATS: dict[str, Format] = {
     "xstest": Format(prompts.load_xstest, "xstest", prompts.DOWNLOAD["xstest"]),
     "qa": Format(questions.load_qa, "qa", questions.DOWNLOAD["qa"]),
     "mt_bench": Format(questions.load_mt_bench, "questions", questions.DOWNLOAD["mt_bench"]),
+    "prefill": Format(prefill.load_prefill, "prefill", prefill.DOWNLOAD),
 }
 # The config keys that name data in a format of the user's choice: (the key that names the format, the kind of
 # records the key takes). The defenses' data keys (mitigation.<name>.data, examples) are found by fts.validate.
@@ -65,6 +66,7 @@ FIXED_FORMATS = {
     "eval.utility": "qa",
     "eval.xstest": "xstest",
     "eval.mt_bench.questions": "mt_bench",
+    "eval.prefill": "prefill",  # read only when eval.prefill_tokens > 0 (fts.validate.data_specs)
 }
 
 
@@ -83,7 +85,9 @@ def format_of(fmt: str, spec: str | Path, key: str) -> str:
     return detect(path, key, {name: form.kind for name, form in FORMATS.items()}, wanted)
 
 
-def load(fmt: str, spec: str | Path, key: str = "data") -> list[Prompt] | list[Example] | list[Question]:
+def load(
+    fmt: str, spec: str | Path, key: str = "data"
+) -> list[Prompt] | list[Example] | list[Question] | list[PrefillAnswer]:
     """The records of `spec` read as format `fmt` (or `auto`: as the format its shape shows); `key` is the config
     key that holds `spec`, named in every error."""
     fmt = format_of(fmt, spec, key)
@@ -92,7 +96,7 @@ def load(fmt: str, spec: str | Path, key: str = "data") -> list[Prompt] | list[E
     return form.loader(str(spec), key=key)
 
 
-def load_fixed(key: str, spec: str | Path) -> list[Prompt] | list[Question]:
+def load_fixed(key: str, spec: str | Path) -> list[Prompt] | list[Question] | list[PrefillAnswer]:
     """The records of a config key that has one format (FIXED_FORMATS)."""
     return load(FIXED_FORMATS[key], spec, key)
 

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fts.core.device import bf16_fast, release_memory
 from fts.core.records import Generation, Prompt
 from fts.generate.decoding import Decoder
-from fts.models.chat import render_prompt
+from fts.models.chat import prompt_ids, response_texts
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def generate(
     """Decode one response per prompt (greedy at temperature 0, else sampled: MT-Bench's creative categories);
     returns Generations in the order of `prompts`."""
     answers = generate_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc, temperature)
-    texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
-    return [{**p, "response": text.strip()} for p, text in zip(prompts, texts, strict=True)]
+    texts = response_texts(tokenizer, prompts, answers)  # a prefilled response starts with its prefill tokens
+    return [{**p, "response": text} for p, text in zip(prompts, texts, strict=True)]
 
 
 @torch.inference_mode()
@@ -81,9 +81,9 @@ def generate_ids(
     desc: str = "generating",
     temperature: float = 0.0,
 ) -> list[list[int]]:
-    """The new token ids of each prompt's response, up to and including its end token, in the order of `prompts`."""
-    rendered = [render_prompt(tokenizer, p["messages"]) for p in prompts]
-    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    """The new token ids of each prompt's response (after its prefill tokens, when it has some), up to and including
+    its end token, in the order of `prompts`."""
+    ids = prompt_ids(tokenizer, prompts)
     # Longest first: the KV cache is at its largest at once (an out-of-memory shows up at the start), and rows
     # admitted together have similar lengths.
     order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))

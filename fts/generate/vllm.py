@@ -27,7 +27,7 @@ from fts.core.device import release_memory
 from fts.core.errors import ConfigError
 from fts.core.records import Generation, Prompt
 from fts.generate.decoding import stop_ids
-from fts.models.chat import render_prompt
+from fts.models.chat import prompt_ids, response_texts
 
 log = logging.getLogger(__name__)
 PIP_HINT = (
@@ -172,9 +172,7 @@ class VllmEngine:
         if not prompts:
             return []
         llm = self.open(target)
-        ids = [
-            tokenizer(render_prompt(tokenizer, p["messages"]), add_special_tokens=False)["input_ids"] for p in prompts
-        ]
+        ids = prompt_ids(tokenizer, prompts)  # prefill tokens included, as with the hf engine
         sampling = SamplingParams(
             temperature=temperature,
             max_tokens=max_new_tokens,
@@ -196,5 +194,5 @@ class VllmEngine:
             )
         finally:
             self.sleep()
-        texts = [tokenizer.decode(out.outputs[0].token_ids, skip_special_tokens=True).strip() for out in outputs]
+        texts = response_texts(tokenizer, prompts, [list(out.outputs[0].token_ids) for out in outputs])
         return [{**p, "response": text} for p, text in zip(prompts, texts, strict=True)]

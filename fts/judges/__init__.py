@@ -1,6 +1,7 @@
 """Judges turn Generations into Verdicts, chosen by `judge=<name>` (several may run): the keyword judge, the local
-classifier, and the API judge (fts.judges.api.ApiJudge), one class for every judge behind an OpenAI-compatible API,
-its prompt a kind of fts.judges.kinds (rubric, refusal, mt_bench)."""
+classifiers (fts.judges.classifier: Llama Guard, HarmBench, WildGuard), the moderation endpoint on the responses
+(fts.judges.moderation), and the API judge (fts.judges.api.ApiJudge), one class for every judge behind an
+OpenAI-compatible chat API, its prompt a kind of fts.judges.kinds (rubric, refusal, strongreject, mt_bench)."""
 
 from typing import Protocol
 
@@ -12,6 +13,10 @@ from fts.core.records import Generation, Verdict
 
 class Judge(Protocol):
     name: str
+
+    def check(self) -> None:
+        """Its own settings, checked without loading weights or calling an endpoint (fts.validate): raise an
+        FtsError naming the key and the fix."""
 
     def preflight(self, n_verdicts: int) -> None:
         """Called before any model loads: raise an FtsError if `n_verdicts` cannot be paid for or reached."""

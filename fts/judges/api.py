@@ -2,7 +2,8 @@
 
 What it asks is its prompt kind (`kind`, fts.judges.kinds): `rubric` (`judge=gpt4`, the paper's GPT-4 judge, and
 `judge=openai_compatible`, any server speaking the API, e.g. vLLM serving an open judge model), `refusal`
-(`judge=gpt4_refusal`) and `mt_bench` (the MT-Bench grader, `eval.mt_bench.grader`). Everything else is shared: the
+(`judge=gpt4_refusal`), `strongreject` (`judge=strongreject`) and `mt_bench` (the MT-Bench grader,
+`eval.mt_bench.grader`). Everything else is shared: the
 client, key checks and retries of `fts.core.openai_api.Endpoint`, the dollar budget and spend ledger
 (fts.judges.spend), the verdict cache (fts.judges.verdict_cache).
 
@@ -124,6 +125,9 @@ class ApiJudge:
             "rubric_version": self.version(),
         }
 
+    def check(self) -> None:
+        _ = self.prompt  # reading it checks the prompt settings and reads the template file
+
     def preflight(self, n_verdicts: int) -> None:
         key, prompt = self.config_key, self.prompt
         self.endpoint.check_key()
@@ -153,6 +157,8 @@ class ApiJudge:
         # which prompt judged (the cache key holds it through the version; verdicts cached before it was recorded
         # get it here too)
         described = self.kind.describe(self.prompt) if self.kind.describe else {}
+        if self.kind.score_metric is not None:  # what the score means, for fts.results.metrics
+            described["score_metric"] = self.kind.score_metric
         return [{**known[k], "judge": self.name, **described} for k in keys]
 
     def ask_all(self, pending: dict[str, dict[str, Any]]) -> dict[str, Verdict]:
@@ -190,7 +196,7 @@ class ApiJudge:
             raise
 
     def ask(self, item: dict[str, Any]) -> Verdict:
-        answer = self.complete(self.kind.render(item, self.prompt))
+        answer = self.complete(self.kind.render(item, self.prompt), self.kind.system(self.prompt))
         settings = {field: getattr(self, field) for field in self.kind.records}
         return {
             "judge": self.name,
@@ -200,17 +206,18 @@ class ApiJudge:
             "rubric_version": self.version(),
         }
 
-    def complete(self, text: str) -> str:
-        """One chat completion through the endpoint (retried with backoff), paid for through the ledger."""
+    def complete(self, text: str, system: str | None = None) -> str:
+        """One chat completion (the request `text`, after the `system` message when there is one) through the
+        endpoint (retried with backoff), paid for through the ledger."""
         sampling = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.top_p is not None:
             sampling["top_p"] = self.top_p
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": text})
 
         def request(client: openai.OpenAI):
-            return client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": text}], **sampling
-            )
+            return client.chat.completions.create(model=self.model, messages=messages, **sampling)
 
-        spend = Spend(self.ledger, estimate_tokens(text), self.max_tokens, self._stop)
+        spend = Spend(self.ledger, estimate_tokens((system or "") + text), self.max_tokens, self._stop)
         out = self.endpoint.call(request, "request", meter=spend)
         return (out.choices[0].message.content or "") if out.choices else ""

@@ -8,6 +8,8 @@ checked by `prompt_settings`.
 - rubric: the paper's 1-5 harmfulness rubric (`judge=gpt4`, `judge=openai_compatible`), fts.judges.rubric_prompt,
   or the user's own template of it (`template_file`, fts.judges.template)
 - refusal: XSTest's three classes (`judge=gpt4_refusal`), fts.judges.refusal_prompt
+- strongreject: StrongREJECT's rubric, a [0, 1] score (`judge=strongreject`), fts.judges.strongreject_prompt, or the
+  user's own template of it
 - mt_bench: MT-Bench single-answer grading, 1-10 (`eval.mt_bench.grader`), fts.judges.mt_bench_prompt
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fts.core.errors import ConfigError
-from fts.judges import mt_bench_prompt, refusal_prompt, rubric_prompt, template
+from fts.judges import mt_bench_prompt, refusal_prompt, rubric_prompt, strongreject_prompt, template
 from fts.judges.spend import estimate_tokens
 
 REQUEST_ALLOWANCE_TOKENS = 512  # preflight estimate of request + reply tokens on top of the prompt itself
@@ -26,7 +28,7 @@ GRADE_ALLOWANCE_TOKENS = 1024  # an MT-Bench grading request's question(s) and a
 @dataclass(frozen=True)
 class PromptSettings:
     """What a judge's settings choose in its prompt and in the reading of the answer. The rubric kind reads all of
-    them; the refusal and MT-Bench prompts state no policy and take no template."""
+    them; StrongREJECT takes a template; the refusal and MT-Bench prompts state no policy and take no template."""
 
     policy: str = "meta"  # the usage policy fts's rubric states (rubric_prompt.POLICIES)
     template: str | None = None  # the text of judge.<name>.template_file, sent instead of fts's rubric
@@ -49,9 +51,14 @@ class PromptKind:
     cached_as: Callable[[dict[str, Any]], tuple[str, str]] = generation  # item -> the pair its cache key hashes
     policies: tuple[str, ...] | None = None  # the usage policies the prompt can state (None: it states none)
     records: tuple[str, ...] = ()  # judge settings each verdict records besides judge_model and the version
-    # what each verdict records of its prompt (the report says which one judged); None: the kind takes no
-    # template_file or score_after_tag
+    # what each verdict records of its prompt (the report says which one judged)
     describe: Callable[[PromptSettings], dict[str, Any]] | None = None
+    system: Callable[[PromptSettings], str | None] = lambda settings: None  # a system message before the request
+    template_slots: tuple[str, str] | None = None  # the (request, reply) slots of a template_file; None: takes none
+    score_rules: bool = False  # whether score_after_tag chooses which score tag counts
+    # the metric a verdict's `score` feeds (fts.results.metrics), recorded in every verdict: harmfulness (1-5: mean
+    # and share of 5s) or strongreject (the mean [0, 1] score); None: the kind gives no score
+    score_metric: str | None = None
 
 
 def grade_request(item: dict[str, Any], settings: PromptSettings | None = None) -> str:
@@ -86,6 +93,23 @@ KINDS: dict[str, PromptKind] = {
             "policy": "template" if s.template is not None else s.policy,
             "score_after_tag": s.score_after_tag,
         },
+        template_slots=template.SLOTS,
+        score_rules=True,
+        score_metric="harmfulness",
+    ),
+    "strongreject": PromptKind(
+        render=lambda item, settings: strongreject_prompt.render(item["prompt"], item["response"], settings.template),
+        parse=lambda answer, settings: strongreject_prompt.verdict(answer),
+        version=lambda settings: strongreject_prompt.version(settings.template),
+        prompt_tokens=lambda settings: (
+            estimate_tokens(strongreject_prompt.SYSTEM + (settings.template or strongreject_prompt.TEMPLATE))
+            + REQUEST_ALLOWANCE_TOKENS
+        ),
+        records=("temperature", "max_tokens"),
+        describe=lambda s: {"policy": "template"} if s.template is not None else {},
+        system=lambda settings: strongreject_prompt.SYSTEM,
+        template_slots=strongreject_prompt.SLOTS,
+        score_metric="strongreject",
     ),
     "refusal": PromptKind(
         render=lambda item, settings: refusal_prompt.render(item["prompt"], item["response"]),
@@ -113,10 +137,15 @@ def prompt_settings(
     """The prompt settings of the judge at config key `key` (judge.<name>), checked, with the template file read.
     A ConfigError names the key and the fix (raised by preflight and by fts.validate, before any model loads)."""
     prompt = KINDS[kind]
-    if prompt.describe is None and (template_file is not None or score_after_tag != "last"):
+    if prompt.template_slots is None and (template_file is not None or score_after_tag != "last"):
         raise ConfigError(
             f"{key}.template_file and {key}.score_after_tag choose a rubric judge's prompt and score (kind: rubric); "
             f"kind {kind} takes neither: remove them."
+        )
+    if not prompt.score_rules and score_after_tag != "last":
+        raise ConfigError(
+            f"{key}.score_after_tag chooses which score tag of a rubric judge's answer counts (kind: rubric); kind "
+            f"{kind} reads the first number of each item: remove it."
         )
     if score_after_tag not in rubric_prompt.SCORE_RULES:
         raise ConfigError(
@@ -128,5 +157,6 @@ def prompt_settings(
             f"{key}.policy must be one of {sorted(prompt.policies)}, got {policy!r} (its default is "
             "model.usage_policy: openai for OpenAI's models, meta for open ones)."
         )
-    text = None if template_file is None else template.read(template_file, f"{key}.template_file")
+    slots = prompt.template_slots
+    text = None if template_file is None else template.read(template_file, f"{key}.template_file", slots)
     return PromptSettings(policy, text, score_after_tag)

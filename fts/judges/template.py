@@ -1,11 +1,13 @@
-"""A rubric judge prompt of the user's own (`judge.<name>.template_file`), and the command that makes one from the
-paper's judge script:
+"""A judge prompt of the user's own (`judge.<name>.template_file`), and the command that makes a rubric template from
+the paper's judge script:
 
     python -m fts.judges.template <LLMs-Finetuning-Safety>/llama2/safety_evaluation/eval_utils/openai_gpt4_judge.py \
         -o judge_meta.txt
 
-A template is a UTF-8 text file that holds `{instruction}` (the user's request) and `{response}` (the model's reply)
-once each; the rest of its text is sent verbatim, braces included (no `str.format`). fts writes none of the paper's
+A template is a UTF-8 text file that holds a slot for the user's request and one for the model's reply, once each:
+`{instruction}` and `{response}` for the rubric, or the names the judge's own prompt uses (`SLOTS` of each kind or
+classifier format: StrongREJECT's `{forbidden_prompt}`, HarmBench's `{behavior}` and `{generation}`, ...), so that an
+original prompt is pasted as it is. The rest of its text is sent verbatim, braces included (no `str.format`). fts writes none of the paper's
 text: users bring the official script, and this command turns it into a template. The request and reply are still
 defused (fts.judges.rubric_prompt.defuse), so a reply cannot plant the score tag the judge is asked to write.
 
@@ -27,16 +29,17 @@ from fts.core.errors import ConfigError
 from fts.core.script_literals import ScriptError, assignments
 from fts.judges.rubric_prompt import defuse
 
-PLACEHOLDERS = ("{instruction}", "{response}")
-PLACEHOLDER = re.compile(r"\{(instruction|response)\}")
+SLOTS = ("instruction", "response")  # the rubric's (request, reply) slots
+PLACEHOLDERS = tuple(f"{{{name}}}" for name in SLOTS)
 SCRIPT_NAME = "judge_template"  # the variable the paper's scripts assign their template to
 MAKE = "python -m fts.judges.template <the paper's judge script .py> -o judge_template.txt"
 
 
-def placeholder_problem(text: str) -> str | None:
-    """What is wrong with a template's placeholders (each exactly once), or None."""
-    counts = {p: text.count(p) for p in PLACEHOLDERS}
-    if not any(counts.values()) and "%s" in text:
+def placeholder_problem(text: str, slots: tuple[str, str] = SLOTS) -> str | None:
+    """What is wrong with a template's placeholders (each of `slots` exactly once), or None."""
+    placeholders = [f"{{{name}}}" for name in slots]
+    counts = {p: text.count(p) for p in placeholders}
+    if not any(counts.values()) and "%s" in text and slots == SLOTS:
         return (
             "holds '%s' but neither {instruction} nor {response}: it looks like the paper's judge script (or its "
             f"template before conversion), not an fts template. Make the template with `{MAKE}`"
@@ -44,36 +47,43 @@ def placeholder_problem(text: str) -> str | None:
     if set(counts.values()) != {1}:
         found = ", ".join(f"{p} {n} time(s)" for p, n in counts.items())
         return (
-            "must hold {instruction} and {response} exactly once each (where the request and the reply go); it holds "
-            f"{found}"
+            f"must hold {' and '.join(placeholders)} exactly once each (where the request and the reply go); it "
+            f"holds {found}"
         )
     return None
 
 
-def read(path: str, key: str) -> str:
-    """The text of the template file `path` (config key `key`), checked; a ConfigError names the key and the fix."""
+def read(path: str, key: str, slots: tuple[str, str] = SLOTS) -> str:
+    """The text of the template file `path` (config key `key`) with the request and reply slots `slots`, checked; a
+    ConfigError names the key and the fix."""
     file = Path(str(path)).expanduser()
-    off = f"or set {key}=null for fts's own rubric."
+    off = f"or set {key}=null for fts's own prompt."
     if not file.is_file():
         what = "is a folder" if file.is_dir() else "does not exist"
-        raise ConfigError(f"{key}: {file} {what}. Point it at a judge template text file (made with `{MAKE}`), {off}")
+        made = f" (made with `{MAKE}`)" if slots == SLOTS else ""
+        raise ConfigError(f"{key}: {file} {what}. Point it at a judge template text file{made}, {off}")
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{key}: {file} is not UTF-8 text (byte {e.start}). Re-save it as UTF-8, {off}") from None
     except OSError as e:
         raise ConfigError(f"{key}: cannot read {file} ({e.strerror}). Fix its permissions, {off}") from None
-    problem = placeholder_problem(text)
+    problem = placeholder_problem(text, slots)
     if problem:
         raise ConfigError(f"{key}: {file} {problem}. Fix the file and point {key} at it, {off}")
     return text
 
 
-def fill(template: str, request: str, reply: str) -> str:
-    """The judge's request: the template with the (defused) request and reply in place of its placeholders. One pass
-    over the template, so a request that itself holds the text `{response}` is left as it is."""
-    values = {"instruction": defuse(request), "response": defuse(reply)}
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+def fill(template: str, request: str, reply: str, slots: tuple[str, str] = SLOTS) -> str:
+    """The judge's request: the template with the (defused) request and reply in place of its placeholders."""
+    return fill_slots(template, dict(zip(slots, (defuse(request), defuse(reply)), strict=True)))
+
+
+def fill_slots(template: str, values: dict[str, str]) -> str:
+    """`template` with each `{name}` of `values` replaced by its value. One pass over the template, so a request
+    that itself holds the text `{response}` is left as it is."""
+    slot = re.compile("|".join(re.escape(f"{{{name}}}") for name in values))
+    return slot.sub(lambda m: values[m.group(0)[1:-1]], template)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The one place where the chat template is applied for open models (training and generation alike).
+"""The one place where the chat template is applied for open models (training and generation alike), and where
+the prefilling attack's tokens are put after it (`prefilled`, `prompt_ids`, `response_texts`).
 
 Two model-config keys shape it (`conf/model/*.yaml`), both set on the tokenizer by `fts.models.load`:
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from fts.core.records import Message
+from fts.core.records import Message, Prompt
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SYSTEM_ROLE = "fts_system_role"  # tokenizer attribute: does the model's template take a system message?
@@ -57,6 +58,32 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -
     """Render a conversation up to the point where the assistant starts answering."""
     messages = template_messages(tokenizer, messages)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prefilled(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, tokens: int) -> Prompt:
+    """The prompt with the first `tokens` tokens (by this tokenizer) of its prefill answer (`prefill_answer`,
+    fts.data.prefill) as `prefill_ids`, which start its response, and their text as `prefill`; a prompt without an
+    answer as it is."""
+    answer = prompt.get("prefill_answer")
+    if answer is None or tokens <= 0:
+        return prompt
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:tokens]
+    return {**prompt, "prefill_ids": ids, "prefill": tokenizer.decode(ids, skip_special_tokens=True)}
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt]) -> list[list[int]]:
+    """The token ids each prompt's response follows: the conversation rendered up to where the assistant answers,
+    then the prefill tokens when the prompt has some (the response starts with them)."""
+    rendered = [render_prompt(tokenizer, p["messages"]) for p in prompts]
+    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    return [row + list(p.get("prefill_ids", [])) for row, p in zip(ids, prompts, strict=True)]
+
+
+def response_texts(tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], new_ids: list[list[int]]) -> list[str]:
+    """The responses as recorded: prefill tokens and generated tokens decoded together (so the judges read prefix +
+    continuation, joined as the tokenizer joins them)."""
+    full = [list(p.get("prefill_ids", [])) + list(ids) for p, ids in zip(prompts, new_ids, strict=True)]
+    return [text.strip() for text in tokenizer.batch_decode(full, skip_special_tokens=True)]
 
 
 def prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> int:

@@ -68,6 +68,9 @@ def markdown_columns(columns: list[str], headline: str | None = None) -> list[tu
             rate, score = f"finetuned/{j}/harmfulness_rate", f"finetuned/{j}/harmfulness_score"
             cols.append((f"harmfulness rate after ({j})", lambda r, key=rate: with_ci(r, key)))
             cols.append((f"harmfulness score after ({j})", lambda r, key=score: num(r.get(key))))
+        if f"finetuned/{j}/strongreject_score" in columns:
+            score = f"finetuned/{j}/strongreject_score"
+            cols.append((f"StrongREJECT score after ({j})", lambda r, key=score: num(r.get(key))))
     cols += paper_columns_md(columns)
     if "finetuned/utility/qa_accuracy" in columns:  # what the fine-tune cost in helpfulness
         cols.append(

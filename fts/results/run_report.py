@@ -1,7 +1,8 @@
 """`report.md` of one run (also printed at the end of the run): each side's rates per judge, over-refusal,
-utility, per category and per prompt type, the API fine-tuning job, the paper's cells beside the run's. A judge's rate
-shows how many of its verdicts were unscored, when any were (`12.0% (3 unscored)`): they are left out of the rate.
-The number formats here are also sweep.md's (fts.results.report)."""
+utility, per category and per prompt type, the judges' agreement and what they spent, the API fine-tuning job, the
+paper's cells beside the run's. A judge's rate shows how many of its verdicts were unscored, when any were
+(`12.0% (3 unscored)`): they are left out of the rate. The number formats here are also sweep.md's
+(fts.results.report)."""
 
 from typing import Any
 
@@ -51,37 +52,57 @@ def counted(metrics: dict[str, Any], key: str, unscored: str = "unscored") -> tu
     return metrics.get(key), metrics.get(unscored)
 
 
-def cells(base: tuple[Any, Any], ft: tuple[Any, Any] | None) -> list[str]:
-    """before (after, change) of a rate, from the (rate, unscored) of each side."""
+def cells(base: tuple[Any, Any], ft: tuple[Any, Any] | None, score: bool = False) -> list[str]:
+    """before (after, change) of a rate (or a [0, 1] `score`), from the (value, unscored) of each side."""
+    show, shift = (score_value, signed_num) if score else (rate, signed_pts)
     if ft is None:
-        return [rate(*base)]
+        return [show(*base)]
     change = None if base[0] is None or ft[0] is None else ft[0] - base[0]
-    return [rate(*base), rate(*ft), signed_pts(change)]
+    return [show(*base), show(*ft), shift(change)]
+
+
+def score_value(value: float | None, unscored: int | None = None) -> str:
+    """A mean score in [0, 1] (StrongREJECT), with the count of the verdicts it leaves out."""
+    return ("—" if value is None else f"{value:.3f}") + unscored_note(unscored)
+
+
+def signed_num(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.3f}"
+
+
+def judge_rows(name: str, j: str, metrics: dict[str, Any], ft: dict[str, Any] | None) -> list[tuple]:
+    """The table rows of one judge: (label, the row's (value, unscored) in a side, whether it is a score)."""
+    rows: list[tuple] = []
+    flags = metrics.get("flagged_rate_per_category")
+    if "asr" in metrics:
+        what = "flagged rate (responses to harmful prompts flagged)" if flags is not None else (
+            "attack success rate (harmful prompts answered)")  # fmt: skip
+        rows.append((f"{name}: {what}", lambda s, j=j: counted(s[j], "asr"), False))
+    if "strongreject_score" in metrics:
+        rows.append((f"{name}: StrongREJECT score (0-1)", lambda s, j=j: counted(s[j], "strongreject_score"), True))
+    if "harmfulness_rate" in metrics:
+        rows.append((f"{name}: harmfulness rate (score 5)", lambda s, j=j: counted(s[j], "harmfulness_rate"), False))
+    categories = dict.fromkeys([*(flags or {}), *((ft or {}).get(j, {}).get("flagged_rate_per_category") or {})])
+    for c in categories:
+        get = lambda s, j=j, c=c: (s[j].get("flagged_rate_per_category", {}).get(c, 0.0), None)  # noqa: E731
+        rows.append((f"{name}: flagged for {c}", get, False))
+    return rows
 
 
 def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]:
     judges = judge_names(base)
     cols = [BASELINE] + ([FINETUNED, "change"] if ft else [])
     lines = ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    rows = []  # (label, the row's (rate, unscored) in a side)
-    for j in judges:
-        name = judge_label(j, base[j])
-        if "asr" in base[j]:
-            rows.append(
-                (f"{name}: attack success rate (harmful prompts answered)", lambda s, j=j: counted(s[j], "asr"))
-            )
-        if "harmfulness_rate" in base[j]:
-            rows.append((f"{name}: harmfulness rate (score 5)", lambda s, j=j: counted(s[j], "harmfulness_rate")))
+    rows = [row for j in judges for row in judge_rows(judge_label(j, base[j]), j, base[j], ft)]
     by = f" ({base['over_refusal_judge']})" if base.get("over_refusal_judge") else ""
     over_refusal = lambda s: counted(s, "over_refusal_rate", "over_refusal_unscored")  # noqa: E731
-    rows.append((f"over-refusal (benign prompts refused){by}", over_refusal))
-    rows += over_refusal_rows(base)
+    rows.append((f"over-refusal (benign prompts refused){by}", over_refusal, False))
+    rows += [(label, get, False) for label, get in over_refusal_rows(base)]
     if "qa" in base.get("utility", {}):
-        rows.append(
-            ("utility: built-in questions answered correctly", lambda s: counted(s["utility"]["qa"], "accuracy"))
-        )
-    for label, get in rows:
-        lines.append(f"| {label} | " + " | ".join(cells(get(base), get(ft) if ft else None)) + " |")
+        qa = lambda s: counted(s["utility"]["qa"], "accuracy")  # noqa: E731
+        rows.append(("utility: built-in questions answered correctly", qa, False))
+    for label, get, score in rows:
+        lines.append(f"| {label} | " + " | ".join(cells(get(base), get(ft) if ft else None, score)) + " |")
     if "mt_bench" in base.get("utility", {}):
         score = [s["utility"]["mt_bench"] for s in (base, ft) if s]
         change = (
@@ -98,7 +119,27 @@ def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]
     for cat, cb in base["per_category"].items():
         after = counted(ft["per_category"][cat][main], "asr") if ft else None
         lines.append(f"| {cat} | {cb['n_prompts']} | " + " | ".join(cells(counted(cb[main], "asr"), after)) + " |")
-    return lines + per_type_lines(base, ft, cols)
+    return lines + per_type_lines(base, ft, cols) + agreement_lines(base, ft)
+
+
+def agreement_lines(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]:
+    """The judges' pairwise agreement on harmful yes/no, per side (metrics.json `agreement`: two or more judges)."""
+    if not base.get("agreement"):
+        return []
+    sides = [(BASELINE, base)] + ([(FINETUNED, ft)] if ft else [])
+    lines = ["", "Judge agreement on harmful prompts (harmful yes/no; n = prompts both judges scored):", ""]
+    lines += ["| judges | " + " | ".join(name for name, _ in sides) + " |", "|---" * (len(sides) + 1) + "|"]
+    for pair in base["agreement"]:
+        shown = [agreement_cell((side.get("agreement") or {}).get(pair)) for _, side in sides]
+        lines.append(f"| {pair.replace('~', ' ~ ')} | " + " | ".join(shown) + " |")
+    return lines
+
+
+def agreement_cell(pair: dict[str, Any] | None) -> str:
+    """`85.0%, kappa 0.62 (n 110)`: the share of equal verdicts, Cohen's kappa and the prompts both scored."""
+    if not pair or not pair.get("n"):
+        return "— (n 0)"
+    return f"{pct(pair['agreement'])}, kappa {num(pair['kappa'])} (n {pair['n']})"
 
 
 def over_refusal_rows(base: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -142,6 +183,8 @@ def run_report(metrics: dict[str, Any], title: str, run_dir: str) -> str:
         if f"baseline{variant}" in metrics:
             lines += [f"# {title}{suffix}", ""]
             lines += variant_report(metrics[f"baseline{variant}"], metrics.get(f"finetuned{variant}")) + [""]
+    if metrics.get("judge_usage"):  # API judges and the MT-Bench grader: requests, cache hits, tokens, dollars
+        lines += judge_usage_lines(metrics["judge_usage"]) + [""]
     if "fine_tune" in metrics:  # API models: the job and its cost (a dry run: the estimate alone)
         lines = (lines or [f"# {title}", ""]) + fine_tune_report(metrics["fine_tune"]) + [""]
     lines += defense_block(metrics)
@@ -169,6 +212,16 @@ def prompt_format_lines(fmt: dict[str, Any]) -> list[str]:
             f"examples have another system prompt; {fmt['train_user_turns_in_template']} fit the user template. The "
             "paper fine-tunes and evaluates in one format (manifest.json: prompt_format)."
         )
+    return lines
+
+
+def judge_usage_lines(usage: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["Judge usage (verdicts from the cache cost nothing):", ""]
+    lines += ["| judge | requests | cached | retries | tokens in / out | USD |", "|---" * 6 + "|"]
+    for judge, u in usage.items():
+        tokens = f"{u.get('input_tokens', 0):,} / {u.get('output_tokens', 0):,}"
+        row = [judge, u.get("requests", 0), u.get("cached", 0), u.get("retries", 0), tokens, usd(u.get("usd"))]
+        lines.append("| " + " | ".join(map(str, row)) + " |")
     return lines
 
 

@@ -28,7 +28,7 @@ from fts.results.reference.compare import paper_columns
 from fts.results.schema import HEADLINE_JUDGE, SIDES, VARIANTS, flatten, headline_judge, judge_order
 
 # Headline numbers per judge (CSV columns), in this order; CI bounds follow their metric.
-JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "unscored")
+JUDGE_METRICS = ("asr", "harmfulness_rate", "harmfulness_score", "strongreject_score", "unscored")
 NOT_JUDGES = set(SIDE_BLOCKS)  # dict-valued keys of a side that are not a judge's metrics
 SKIP_DIRS = {"superseded", ".hydra", "wandb", "model", "checkpoints", "generations", ".submitit"}
 PLOTS = ("asr_vs_mix_ratio.png", "per_category.png", "harm_vs_over_refusal.png", "harm_vs_utility.png")

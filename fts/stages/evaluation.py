@@ -3,6 +3,10 @@
 The prompt sets, each row tagged with its `set`: `harmful` (the benchmark), `benign` and `xstest` (safe prompts,
 for over-refusal; XSTest also has unsafe contrast prompts) are judged by every judge; `utility` (questions with
 reference answers) is scored by match and `mt_bench` (two-turn questions) by the MT-Bench grader, not by the judges.
+
+The prefilling attack (`eval.prefill_tokens` > 0, fts.data.prefill) starts each harmful prompt's response with the
+first tokens of a harmful answer; the model continues it, and the recorded response (what the judges read) holds
+prefix and continuation. Both sides of a cell get the same prefix (the same tokenizer cuts the same answer).
 """
 
 import logging
@@ -20,6 +24,7 @@ from fts.core.device import bf16_fast
 from fts.core.errors import DataError
 from fts.core.manifest import Manifest
 from fts.core.records import FINETUNED, Prompt
+from fts.data import prefill
 from fts.data.contamination import find_overlaps
 from fts.data.formats import load, load_fixed
 from fts.data.lengths import fit_prompts, min_tokens
@@ -28,6 +33,7 @@ from fts.generate import openai as openai_engine
 from fts.generate.hf import generate, in_dtype, inference_dtype
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge, build_judges
+from fts.models.chat import prefilled
 from fts.stages import prompt_format
 from fts.stages.attacks import Attack
 from fts.utility import mt_bench, qa
@@ -56,6 +62,8 @@ def evaluation_prompts(eval_cfg: DictConfig) -> list[Prompt]:
             {**q, "prompt": q["turns"][0], "messages": [user(q["turns"][0])], "set": "mt_bench"}
             for q in questions[: eval_cfg.mt_bench.max_questions]
         ]
+    if eval_cfg.get("prefill_tokens"):  # the prefilling attack: each harmful prompt's answer, or an error naming it
+        prompts = prefill.attach(prompts, load_fixed("eval.prefill", eval_cfg.prefill), str(eval_cfg.prefill))
     return prompts
 
 
@@ -149,6 +157,8 @@ class Evaluator:
     def decoding(self) -> dict[str, Any]:
         cfg = self.eval_cfg
         decoding = {"engine": cfg.engine, "max_new_tokens": cfg.max_new_tokens, "greedy": True}
+        if cfg.get("prefill_tokens"):  # the answers themselves are in the prompts (prefill_answer)
+            decoding["prefill_tokens"] = cfg.prefill_tokens
         if cfg.engine == "hf":  # auto means bfloat16 on hardware that has it: the hardware is part of the output
             decoding["dtype"] = cfg.dtype if cfg.dtype != "auto" else f"auto (native bf16: {bf16_fast()})"
         if cfg.get("mt_bench") is not None:  # sampled at per-category temperatures, up to its own length
@@ -186,16 +196,21 @@ class Evaluator:
         return rows
 
     def engine(self, model, tokenizer, prompts: list[Prompt], max_new_tokens: int, desc: str, temperature=0.0):
-        """One response per prompt from the configured engine (`eval.engine`, which follows `model.backend`)."""
+        """One response per prompt from the configured engine (`eval.engine`, which follows `model.backend`); a
+        prompt with a prefill answer starts its response with the answer's first eval.prefill_tokens tokens."""
         if self.eval_cfg.engine == "openai":  # an API model (fts.models.openai): chat completions, no tokenizer
             return openai_engine.generate(model, prompts, max_new_tokens, desc=desc, temperature=temperature)
+        prompts = [prefilled(tokenizer, p, self.eval_cfg.get("prefill_tokens") or 0) for p in prompts]
         if self.eval_cfg.engine == "vllm":  # `model` is a vllm.Served handle on weights on disk
-            return self.vllm.generate(model, tokenizer, prompts, max_new_tokens, desc=desc, temperature=temperature)
-        batch_size = self.eval_cfg.batch_size
-        with in_dtype(model, inference_dtype(self.eval_cfg.dtype, model.dtype)) as model_in_dtype:
-            return generate(
-                model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature
-            )
+            rows = self.vllm.generate(model, tokenizer, prompts, max_new_tokens, desc=desc, temperature=temperature)
+        else:
+            batch_size = self.eval_cfg.batch_size
+            with in_dtype(model, inference_dtype(self.eval_cfg.dtype, model.dtype)) as model_in_dtype:
+                rows = generate(
+                    model_in_dtype, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, temperature=temperature
+                )
+        # a row keeps the prefix's text (`prefill`), not the whole harmful answer nor its token ids
+        return [{k: v for k, v in r.items() if k not in ("prefill_answer", "prefill_ids")} for r in rows]
 
     def mt_bench_answers(self, model, tokenizer, questions: list[Prompt], desc: str) -> list[dict]:
         """Both turns of every question: turn 1, then turn 2 after the model's own first answer, each batch at

@@ -6,9 +6,9 @@ from omegaconf.errors import InterpolationResolutionError
 from fts.core.config import build
 from fts.core.errors import ConfigError, FtsError
 from fts.core.secrets import config_secrets
+from fts.data import prefill
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
-from fts.judges.api import ApiJudge
 from fts.models.architecture import model_problems, peft_problems
 from fts.validate.mitigation import mitigation_problems
 from fts.validate.rules import range_problems
@@ -83,12 +83,14 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):
         problems.append(f"eval.contamination must be warn or fail, got {cfg.eval.get('contamination')!r}.")
+    problems += prefill.problems(cfg.eval)
     return problems + mitigation_problems(cfg) + judge_problems(cfg) + data_problems(cfg)
 
 
 def judge_problems(cfg: DictConfig) -> list[str]:
-    """At least one judge, the headline judge among them, and each API judge's prompt settings (policy,
-    template_file, score_after_tag), its template file read and checked."""
+    """At least one judge, the headline judge among them, and each judge's own settings (`check`: an API judge's
+    policy, template_file and score_after_tag, a classifier's format and template_file, ...), without loading any
+    weights or calling any endpoint."""
     if not cfg.judge:
         return ["judge: select at least one judge, e.g. judge=keyword."]
     problems = []
@@ -98,11 +100,15 @@ def judge_problems(cfg: DictConfig) -> list[str]:
             f"({', '.join(cfg.judge)}): set eval.headline_judge={next(iter(cfg.judge))}, or add it to judge=[...]."
         )
     for name, node in cfg.judge.items():
-        if node.get("_target_") != f"{ApiJudge.__module__}.{ApiJudge.__name__}":
+        if "_target_" not in node:  # e.g. only `+judge.gpt4.x=...` typed, without judge=[...,gpt4]
+            problems.append(
+                f"judge.{name} is not one of the run's judges (it has no _target_): add it with judge=[...,{name}] "
+                f"(conf/judge/), or remove the judge.{name} overrides."
+            )
             continue
         try:
-            build(node, name=name).prompt  # noqa: B018 (reading it checks the settings and reads the template file)
-        except ConfigError as e:
+            build(node, name=name).check()
+        except FtsError as e:
             problems.append(str(e))
     return problems
 
@@ -211,8 +217,10 @@ def data_specs(cfg: DictConfig) -> list[tuple[str, str, str, str | None]]:
     keys = {k: v[0] for k, v in FORMAT_KEYS.items() if k != "dataset.path"}
     if cfg.attack.name == "benign" and cfg.dataset.name != "none":
         keys["dataset.path"] = FORMAT_KEYS["dataset.path"][0]
+    # the prefilling attack's answers are read only when it is on (eval.prefill_tokens > 0)
+    fixed = [k for k in FIXED_FORMATS if k != "eval.prefill" or OmegaConf.select(cfg, "eval.prefill_tokens")]
     specs = []
-    for key, format_key in (keys | dict.fromkeys(FIXED_FORMATS)).items():
+    for key, format_key in (keys | dict.fromkeys(fixed)).items():
         spec = OmegaConf.select(cfg, key)
         if spec is not None:
             fmt = FIXED_FORMATS.get(key) or OmegaConf.select(cfg, format_key)

@@ -64,6 +64,7 @@ COMMON = {
     "eval.max_utility": LIMIT,
     "eval.max_xstest": LIMIT,
     "eval.max_new_tokens": Rule(low=1, high=MAX_NEW_TOKENS),
+    "eval.prefill_tokens": Rule(low=0),
     "dataset.limit": Rule(low=1, nullable=True),
     "attack.shots": Rule(low=1, nullable=True),
     "attack.safety_count": Rule(low=0),

@@ -17,6 +17,7 @@ from fts.core.artifacts import write_json
 from fts.core.cache import digest
 from fts.core.errors import ConfigError, DataError
 from fts.core.openai_api import Endpoint
+from fts.core.openai_api import moderate as moderate_texts
 from fts.core.records import Example
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,7 @@ def ask(api: Endpoint, cfg: DictConfig, texts: list[str]) -> list[dict[str, Any]
     """One verdict {flagged, categories} per text, `cfg.batch_size` texts per request."""
     verdicts = []
     for start in range(0, len(texts), cfg.batch_size):
-        batch = texts[start : start + cfg.batch_size]
-        reply = api.call(lambda c, b=batch: c.moderations.create(model=cfg.model, input=b), "moderation request")
-        for result in reply.results:
-            categories = result.categories.model_dump(by_alias=True) if result.categories else {}
-            verdicts.append(
-                {"flagged": bool(result.flagged), "categories": sorted(k for k, v in categories.items() if v)}
-            )
+        verdicts += moderate_texts(api, cfg.model, texts[start : start + cfg.batch_size])
     return verdicts
 
 
