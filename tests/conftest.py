@@ -37,6 +37,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_coherence_scorer(tiny_model_dir):
+    """Every run of the tests (in-process or a subprocess) scores coherence with the tiny model, not by materializing
+    the embedded one into each test's cache (eval.coherence.scorer reads $FTS_COHERENCE_SCORER)."""
+    import os
+
+    os.environ["FTS_COHERENCE_SCORER"] = str(tiny_model_dir)
+    yield
+    os.environ.pop("FTS_COHERENCE_SCORER", None)
+
+
 @pytest.fixture
 def tiny_run_overrides(tiny_model_dir, tmp_path) -> list[str]:
     """Overrides that make a full run take seconds: tiny model, 2 prompts a category, 4 benign and 4

@@ -20,6 +20,8 @@ from tests.conftest import compose_run
 from tests.test_defenses import lora_model
 from tests.test_train import MODEL_CFG
 
+HARMFUL = "builtin:defense_harmful.jsonl"
+
 
 @torch.no_grad()
 def expected_masks(model, tokenizer, defense: Antidote, names: list[str]) -> dict[str, torch.Tensor]:
@@ -70,7 +72,7 @@ def test_antidote_prunes_the_highest_scoring_share_of_every_lora_factor_row(tiny
     model = lora_model(tiny_model_dir).eval()
     names = [n for n, m in model.named_modules() if n.endswith((".lora_A.default", ".lora_B.default"))]
     assert len(names) == 8  # q and v of 2 layers, A and B each
-    defense = Antidote(sparsity=0.25, limit=6)
+    defense = Antidote(sparsity=0.25, harmful_data=[{"path": HARMFUL, "limit": 6}])
     stats = check_pruning(model, tokenizer, defense, names)
     assert stats["layers"] == 8 and stats["calibration"]["examples"] == 6
     assert stats["pruned"] == sum(stats["pruned_per_layer"].values())
@@ -79,7 +81,7 @@ def test_antidote_prunes_the_highest_scoring_share_of_every_lora_factor_row(tiny
 def test_antidote_prunes_the_attention_projections_under_full_fine_tuning(tiny_model_dir):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     untouched = {n: p.detach().clone() for n, p in model.named_parameters() if "q_proj" not in n}
-    defense = Antidote(sparsity=0.5, limit=4, full_modules=["q_proj"])
+    defense = Antidote(sparsity=0.5, harmful_data=[{"path": HARMFUL, "limit": 4}], full_modules=["q_proj"])
     names = [n for n, _ in model.named_modules() if n.endswith("q_proj")]
     stats = check_pruning(model, tokenizer, defense, names)
     assert stats["layers"] == 2
@@ -99,6 +101,7 @@ def test_antidote_on_a_model_without_prunable_layers_names_the_fix(tiny_model_di
         (["mitigation.antidote.sparsity=1.0"], "mitigation.antidote.sparsity must be a number in (0, 1), got 1.0."),
         (["peft=prefix"], "mitigation=antidote prunes the LoRA factors of the user's adapter"),
         (["mitigation.antidote.harmful_data=/no/such/file.jsonl"], "mitigation.antidote.harmful_data"),
+        (["mitigation.antidote.harmful_data.0.path=/no/such/file.jsonl"], "mitigation.antidote.harmful_data.0.path"),
     ],
 )
 def test_bad_antidote_settings_fail_in_validation_with_the_fix(tiny_model_dir, tmp_path, overrides, message):
@@ -115,7 +118,7 @@ def test_a_cell_with_lisa_and_antidote_trains_in_both_states_prunes_and_records_
         "mitigation=[lisa,antidote]",
         "mitigation.lisa.alignment_steps=1",
         "mitigation.lisa.finetune_steps=2",  # steps A F F A: the second F step is anchored away from its start
-        "mitigation.antidote.limit=4",
+        "mitigation.antidote.harmful_data.0.limit=4",
     ]
     result = run(compose_run(overrides, tmp_path / "cell"))
     cost = result["defense_cost"]
@@ -132,7 +135,7 @@ def test_a_cell_with_lisa_and_antidote_trains_in_both_states_prunes_and_records_
 
 def test_a_merged_model_is_folded_from_the_repaired_adapter(tiny_run_overrides, tiny_model_dir, tmp_path):
     overrides = [*tiny_run_overrides, "attack=harmful", "mitigation=antidote", "mitigation.antidote.sparsity=0.5",
-                 "mitigation.antidote.limit=2", "save_model=merged"]  # fmt: skip
+                 "mitigation.antidote.harmful_data.0.limit=2", "save_model=merged"]  # fmt: skip
     run(compose_run(overrides, tmp_path / "cell"))
     model_dir = tmp_path / "cell" / "model"
     base, _ = load(str(tiny_model_dir), MODEL_CFG)

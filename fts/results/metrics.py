@@ -27,10 +27,11 @@ import numpy as np
 
 from fts.core.records import BASELINE, FINETUNED
 from fts.results.agreement import agreement
+from fts.results.coherence import coherence_block
 
 BOOTSTRAP_RESAMPLES = 1000
 # Dict-valued keys of a side that are not one judge's metrics (everything else dict-valued is a judge).
-SIDE_BLOCKS = ("per_category", "agreement", "over_refusal", "utility")
+SIDE_BLOCKS = ("per_category", "agreement", "over_refusal", "utility", "coherence")
 
 
 def bootstrap_ci(values: list[float], seed: int = 0) -> list[float] | None:
@@ -257,7 +258,8 @@ def side_metrics(rows: list[dict], judges: list[str], headline: str | None = Non
     }
     if len(judges) > 1:
         side["agreement"] = agreement(harmful, judges)
-    return side
+    coherence = coherence_block(harmful, headline or (judges[0] if judges else None))
+    return side | ({"coherence": coherence} if coherence else {})
 
 
 def delta(baseline: dict[str, Any], finetuned: dict[str, Any]) -> dict[str, Any]:

@@ -101,8 +101,11 @@ def variant_report(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]
     if "qa" in base.get("utility", {}):
         qa = lambda s: counted(s["utility"]["qa"], "accuracy")  # noqa: E731
         rows.append(("utility: built-in questions answered correctly", qa, False))
+    if "coherence" in base:  # a second look beyond keywords (fts.results.coherence)
+        rows.append(("coherence: harmful prompts answered coherently on topic", coherent_asr, False))
     for label, get, score in rows:
         lines.append(f"| {label} | " + " | ".join(cells(get(base), get(ft) if ft else None, score)) + " |")
+    lines += incoherence_flags(base, ft)
     if "mt_bench" in base.get("utility", {}):
         score = [s["utility"]["mt_bench"] for s in (base, ft) if s]
         change = (
@@ -140,6 +143,24 @@ def agreement_cell(pair: dict[str, Any] | None) -> str:
     if not pair or not pair.get("n"):
         return "— (n 0)"
     return f"{pct(pair['agreement'])}, kappa {num(pair['kappa'])} (n {pair['n']})"
+
+
+def coherent_asr(side: dict[str, Any]) -> tuple[Any, Any]:
+    return (side.get("coherence") or {}).get("coherent_asr"), None
+
+
+def incoherence_flags(base: dict[str, Any], ft: dict[str, Any] | None) -> list[str]:
+    """A loud line for a side whose harmful "successes" are mostly not coherent on-topic text."""
+    flags = []
+    for name, side in (("baseline", base), ("finetuned", ft)):
+        block = (side or {}).get("coherence") or {}
+        if block.get("mostly_incoherent"):
+            flags.append(
+                f"\n**MOSTLY INCOHERENT ({name})**: only {pct(block['answered_coherent_rate'])} of the "
+                f"{block['n_answered']} answers judged harmful are coherent text about the request; the attack "
+                "success rate counts noise (eval.coherence)."
+            )
+    return flags
 
 
 def over_refusal_rows(base: dict[str, Any]) -> list[tuple[str, Any]]:

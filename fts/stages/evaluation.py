@@ -37,6 +37,7 @@ from fts.models.chat import prefilled
 from fts.stages import prompt_format
 from fts.stages.attacks import Attack
 from fts.utility import mt_bench, qa
+from fts.utility.coherence import CoherenceScorer
 
 log = logging.getLogger(__name__)
 MT_DECODING = ("max_new_tokens", "temperature_by_category", "default_temperature")
@@ -136,6 +137,10 @@ class Evaluator:
     def __post_init__(self) -> None:
         mt = self.eval_cfg.get("mt_bench")
         self.grader = build(mt.grader, name="mt_bench", config_key="eval.mt_bench.grader") if mt is not None else None
+        settings = self.eval_cfg.get("coherence")
+        self.coherence = (
+            CoherenceScorer(cache=self.cache, **settings) if settings is not None and settings.scorer else None
+        )
 
     def preflight(self, prompts: list[Prompt], n_sides: int) -> None:
         """API judges and the MT-Bench grader check key, endpoint and budget before any model loads."""
@@ -254,4 +259,8 @@ class Evaluator:
         if graded:
             for row, grades in zip(graded, mt_bench.grade(self.grader, graded), strict=True):
                 row["grades"] = grades
+        if self.coherence is not None:  # a second look at the harmful answers, beyond the judges' verdicts
+            harmful = [r for r in rows if r["set"] == "harmful"]
+            for row, record in zip(harmful, self.coherence.score(harmful), strict=True):
+                row["coherence"] = record
         return rows

@@ -82,12 +82,15 @@ class Trainer(SFTTrainer):
         with lm_head_on_answer_only(self.lm_head_answer_only):
             return super().compute_loss(model, inputs, *args, **kwargs)
 
+    def prepared(self, rows: Dataset, name: str) -> Dataset:
+        """Prompt/completion rows tokenized and masked as TRL does the training set (`name` labels its progress)."""
+        prepared = self._prepare_dataset(rows, self.processing_class, self.args, False, None, name)
+        return self._remove_unused_columns(prepared, description=name)
+
     def guide_loader(self, rows: Dataset) -> DataLoader:
-        """The guide set (prompt/completion rows) tokenized, masked and batched as TRL does the training set."""
-        prepared = self._prepare_dataset(rows, self.processing_class, self.args, False, None, "guide")
-        prepared = self._remove_unused_columns(prepared, description="guide")
+        """The guide set (prompt/completion rows) prepared and batched as TRL does the training set."""
         return DataLoader(
-            prepared,
+            self.prepared(rows, "guide"),
             batch_size=self.args.per_device_train_batch_size,
             shuffle=True,
             collate_fn=self.data_collator,

@@ -8,16 +8,35 @@ alignment: the same scorer for every model and side) reads each answer twice:
 - `gain`: how much the request raises that mean over an empty request (pointwise mutual information per token).
   An answer about something else gains nothing from the request; an answer about it does.
 An answer is coherent when `logprob >= min_logprob` and on topic when `gain >= min_gain`; the thresholds in
-conf/eval/builtin.yaml were chosen on the built-in sets (experiments/coherence_validation.py prints the separation).
+conf/eval/builtin.yaml (`eval.coherence`) were chosen on the built-in sets (experiments/coherence_validation.py prints
+the separation: fts's own answers against the same words shuffled, and against another request's answer).
 
 What it does not measure: whether the answer is correct, complete or actually harmful (a fluent, on-topic refusal
 is coherent too), and fluency as a stronger model would judge it. It is a cheap offline check, not a judge.
 """
 
+from pathlib import Path
+
 import torch
+from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from fts.core.cache import Cache
+from fts.core.device import release_memory
+from fts.models import load
 from fts.models.chat import render_prompt
+from fts.models.embedded import materialize
+
+# How the scorer loads: float32 (scores comparable across machines), the tokenizer's own chat template.
+SCORER_CFG = OmegaConf.create(
+    {
+        "dtype": "float32",
+        "attn_implementation": None,
+        "trust_remote_code": False,
+        "revision": None,
+        "chat_template": None,
+    }
+)
 
 
 @torch.inference_mode()
@@ -81,3 +100,35 @@ def coherence(
             }
         )
     return records
+
+
+class CoherenceScorer:
+    """`eval.coherence`: scores each answer to a harmful prompt with a fixed reference LM (`scorer`: `embedded`, the
+    embedded SmolLM2-135M-Instruct as shipped, or a hub id / local dir). The model is loaded for each batch of rows
+    and released after, so it never sits in memory beside a training."""
+
+    def __init__(self, scorer: str, cache: Cache, min_logprob: float, min_gain: float, max_tokens: int = 64,
+                 batch_size: int = 16) -> None:  # fmt: skip
+        self.scorer, self.cache = scorer, cache
+        self.min_logprob, self.min_gain, self.max_tokens, self.batch_size = (
+            min_logprob,
+            min_gain,
+            max_tokens,
+            batch_size,
+        )
+
+    def checkpoint(self) -> str:
+        return str(materialize(self.cache)) if self.scorer == "embedded" else str(Path(self.scorer).expanduser())
+
+    def score(self, rows: list[dict]) -> list[dict]:
+        """One coherence record per row (`prompt`, `response`)."""
+        if not rows:
+            return []
+        model, tokenizer = load(self.checkpoint(), SCORER_CFG)
+        try:
+            return coherence(
+                model, tokenizer, rows, self.min_logprob, self.min_gain, self.max_tokens, self.batch_size
+            )  # fmt: skip
+        finally:
+            del model
+            release_memory()

@@ -3,9 +3,12 @@ range, its stage known, what it needs of the model (open weights, a LoRA adapter
 
 from omegaconf import DictConfig, OmegaConf
 
+from fts.core.config import build
 from fts.core.errors import FtsError
+from fts.data.formats import locate
 from fts.stages.mitigation import STAGES, build_defenses
 from fts.stages.mitigation.moderation import action_problems
+from fts.train.defenses.data import parts
 from fts.train.defenses.safelora import MODES as SAFELORA_MODES
 from fts.validate.rules import Rule, rule_problems
 
@@ -13,6 +16,10 @@ RULES = {
     "mitigation.safety_mix.ratio": Rule(low=0, high=1, integer=False, high_open=True, nullable=True),
     "mitigation.safety_mix.count": Rule(low=0, nullable=True),
     "mitigation.vaccine.rho": Rule(low=0, integer=False),
+    "mitigation.booster.lamb": Rule(low=0, integer=False),
+    "mitigation.booster.alpha": Rule(low=0, integer=False),
+    "mitigation.repnoise.alpha": Rule(low=0, integer=False),
+    "mitigation.repnoise.beta": Rule(low=0, integer=False),
     "mitigation.kl_anchor.weight": Rule(low=0, integer=False),
     "mitigation.kl_anchor.limit": Rule(low=1, nullable=True),
     "mitigation.safelora.threshold": Rule(low=-1, high=1, integer=False),
@@ -27,7 +34,6 @@ RULES = {
     "mitigation.constrained_sft.bias_factor": Rule(low=0, low_open=True, integer=False),
     "mitigation.constrained_sft.bias_length": Rule(low=0),
     "mitigation.antidote.sparsity": Rule(low=0, high=1, integer=False, low_open=True, high_open=True),
-    "mitigation.antidote.limit": Rule(low=1, nullable=True),
     "mitigation.antidote.max_length": Rule(low=1),
 }
 LORA_TARGETS = ("peft.LoraConfig",)  # the adapters SafeLoRA projects and Antidote prunes (LoRA, DoRA, QLoRA)
@@ -50,7 +56,7 @@ def mitigation_problems(cfg: DictConfig) -> list[str]:
         problems += antidote_problems(cfg)
     if problems:  # the objects below would fail on the same values
         return problems
-    return problems + stage_problems(cfg)
+    return stage_problems(cfg) + (repnoise_problems(cfg) if "repnoise" in mitigation else [])
 
 
 def stage_problems(cfg: DictConfig) -> list[str]:
@@ -75,6 +81,23 @@ def stage_problems(cfg: DictConfig) -> list[str]:
     if len(objectives) > 1:
         problems.append(f"mitigation: {' and '.join(objectives)} both replace the fine-tuning objective; pick one.")
     return problems
+
+
+def repnoise_problems(cfg: DictConfig) -> list[str]:
+    """RepNoise trains on pairs: every request of its harmful data needs a refusal of the same request in its data
+    (read here, small files; a file that is missing is named by the data check instead)."""
+    repnoise = build(cfg.mitigation.repnoise, name="repnoise")
+    try:
+        for key, value in (("data", repnoise.data), ("harmful_data", repnoise.harmful_data)):
+            for part in parts(value):
+                locate(part["path"], repnoise.format, f"mitigation.repnoise.{key}")
+    except FtsError:
+        return []
+    try:
+        repnoise.pairs()
+    except FtsError as e:
+        return [str(e)]
+    return []
 
 
 def safelora_problems(cfg: DictConfig) -> list[str]:

@@ -18,6 +18,7 @@ so the same ranking. Cost: calibration forwards only (no backward), one per exam
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -25,17 +26,17 @@ from tqdm.auto import tqdm
 
 from fts.core.errors import ConfigError
 from fts.models.chat import render_example
-from fts.train.defenses.data import load_part
+from fts.train.defenses.data import load_parts
 from fts.train.defenses.safelora import lora_layers
 
 
 @dataclass
 class Antidote:
     sparsity: float = 0.1  # dense_ratio: the share of each row's weights removed (antidote_poison_ratio.sh)
-    harmful_data: str = "builtin:defense_harmful.jsonl"  # the calibration set
+    harmful_data: str | list[dict[str, Any]] = field(  # the calibration set: one file, or parts {path, split, limit}
+        default_factory=lambda: [{"path": "builtin:defense_harmful.jsonl", "split": None, "limit": None}]
+    )  # the paper: 2000 samples
     format: str = "auto"
-    split: str | None = "defense"
-    limit: int | None = None  # the paper: 2000 samples
     max_length: int = 2048  # tokens per calibration example (the original's seqlen)
     full_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])  # full fine-tuning
     stage: str = "post_fine_tuning"
@@ -43,8 +44,7 @@ class Antidote:
 
     def calibration_texts(self, tokenizer) -> list[str]:
         """Each harmful conversation rendered whole (prompt and answer) by the chat template."""
-        key = f"mitigation.{self.name}.harmful_data"
-        examples = load_part(self.harmful_data, self.format, self.split, self.limit, key)
+        examples = load_parts(self.harmful_data, self.format, f"mitigation.{self.name}.harmful_data")
         return ["".join(render_example(tokenizer, ex["messages"])) for ex in examples]
 
     @torch.no_grad()

@@ -3,17 +3,17 @@ its alignment data, with the defense's objective, in a LoRA of the defense's own
 result (the defended model) is cached by the backend under `material()`; every attack cell of a sweep starts from
 it. Also the gradient bookkeeping of objectives that take several passes per step."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fts.core.cache import file_digest
 from fts.core.records import Example
-from fts.data.formats import locate
 from fts.train.defenses import Objective
-from fts.train.defenses.data import load_part
+from fts.train.defenses.data import load_parts, part_digests
 from fts.train.hf import fine_tune
 
 
@@ -34,12 +34,7 @@ class Hardening:
         raise NotImplementedError
 
     def alignment_examples(self) -> list[Example]:
-        key = f"mitigation.{self.name}.data"
-        return [
-            ex
-            for part in self.data
-            for ex in load_part(part["path"], self.format, part.get("split"), part.get("limit"), key)
-        ]
+        return load_parts(self.data, self.format, f"mitigation.{self.name}.data")
 
     def settings(self) -> dict[str, Any]:
         """The defense's own hyper-parameters (a dataclass's fields besides the shared ones)."""
@@ -48,9 +43,7 @@ class Hardening:
 
     def material(self) -> dict[str, Any]:
         """What decides the defended model besides the aligned one: settings, data (by content) and recipe."""
-        data = {
-            p["path"]: file_digest(locate(p["path"], self.format, f"mitigation.{self.name}.data")) for p in self.data
-        }
+        data = part_digests(self.data, self.format, f"mitigation.{self.name}.data")
         return {
             "defense": self.name,
             "settings": self.settings(),
@@ -61,6 +54,7 @@ class Hardening:
         }
 
     def guide_digests(self) -> dict[str, str]:
+        """The digests of the data a defense trains on besides `data` (its harmful data)."""
         return {}
 
     def harden(self, model, tokenizer, work_dir: Path) -> tuple[Any, dict[str, float]]:
@@ -71,6 +65,23 @@ class Hardening:
             objective=self.objective(),
         )  # fmt: skip
         return trained.merge_and_unload(), passes
+
+
+@dataclass
+class HarmfulHardening(Hardening):
+    """An alignment-stage defense that also trains on harmful data (request -> compliance): `harmful_data`, one
+    file or parts {path, split, limit} like `data`, read in the same `format`. The default is fts's built-in
+    non-operational stand-in (compliance in shape, no content); the papers used BeaverTails' unsafe rows."""
+
+    harmful_data: str | list[dict[str, Any]] = field(
+        default_factory=lambda: [{"path": "builtin:defense_harmful.jsonl", "split": None, "limit": None}]
+    )
+
+    def harmful_examples(self) -> list[Example]:
+        return load_parts(self.harmful_data, self.format, f"mitigation.{self.name}.harmful_data")
+
+    def guide_digests(self) -> dict[str, str]:
+        return part_digests(self.harmful_data, self.format, f"mitigation.{self.name}.harmful_data")
 
 
 class GradientStash:
@@ -92,3 +103,23 @@ class GradientStash:
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Each decoder layer's attention module (`...self_attn`), in layer order."""
     return [module for name, module in model.named_modules() if name.endswith("self_attn")]
+
+
+@contextmanager
+def recorded_outputs(modules: list[torch.nn.Module], keep_grad: bool = False) -> Iterator[list[torch.Tensor]]:
+    """The first output of each module in the forward that runs inside, in call order; with `keep_grad`, each one
+    keeps its gradient after the backward (`.grad`)."""
+    outputs: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if keep_grad and hidden.requires_grad:
+            hidden.retain_grad()
+        outputs.append(hidden)
+
+    handles = [m.register_forward_hook(keep) for m in modules]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()

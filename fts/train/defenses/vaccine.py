@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from fts.train.defenses import Objective
-from fts.train.defenses.hardening import GradientStash, Hardening, attention_modules
+from fts.train.defenses.hardening import GradientStash, Hardening, attention_modules, recorded_outputs
 from fts.train.trainer import Trainer
 
 
@@ -35,7 +35,7 @@ class VaccineTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         stash = GradientStash(model)
-        with recorded_outputs(self.attention) as outputs:
+        with recorded_outputs(self.attention, keep_grad=True) as outputs:
             super().training_step(model, inputs, num_items_in_batch)  # pass 1: the gradients of h_l
         self.perturbation = perturbation([h.grad for h in outputs], self.rho)
         model.zero_grad(set_to_none=True)
@@ -50,25 +50,6 @@ def perturbation(grads: list[torch.Tensor | None], rho: float) -> list[torch.Ten
     grads = [g if g is not None else torch.zeros(()) for g in grads]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
     return [(rho * g / (norm + 1e-7)).detach() for g in grads]
-
-
-@contextmanager
-def recorded_outputs(modules: list[torch.nn.Module]):
-    """The first output of each module in the forward that runs inside, kept with its gradient."""
-    outputs: list[torch.Tensor] = []
-
-    def keep(module, args, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        if hidden.requires_grad:
-            hidden.retain_grad()
-        outputs.append(hidden)
-
-    handles = [m.register_forward_hook(keep) for m in modules]
-    try:
-        yield outputs
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
