@@ -85,7 +85,7 @@ def save_repaired(model: Any, model_dir: Path, records: dict[str, Any]) -> None:
     tmp = model_dir.with_name(f".{model_dir.name}.repair.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if model_dir.exists():
-        shutil.copytree(model_dir, tmp)
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("merged"))  # folded before the repair
     else:
         tmp.mkdir(parents=True)
     if isinstance(model, PeftModel) or (model_dir / "config.json").exists():

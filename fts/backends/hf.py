@@ -144,6 +144,12 @@ class HFBackend:
                 self.trained = load_trained(base, model_dir)
         else:
             self.trained = self.train_and_save(train_set, report_to, objective)
+        self.merge_saved()
+
+    def merge_saved(self) -> None:
+        """`save_model: merged`: the saved adapter folded into the full-precision base, in model/merged (once; a
+        repair drops it, and it is folded again from the repaired adapter)."""
+        model_dir = self.out / "model"
         adapter = self.cfg.peft.trains == "adapter"  # full weights are whole already: nothing to fold in
         merge = self.cfg.save_model == "merged" and adapter and distributed.is_main()
         if merge and not (model_dir / "merged").exists():
@@ -158,6 +164,7 @@ class HFBackend:
             return {}
         context = {"unaligned": self.unaligned_checkpoint(), "tokenizer": self.tokenizer}
         costs = repaired(defenses, self.trained, self.out / "model", context)
+        self.merge_saved()
         self.costs |= costs
         return costs
 

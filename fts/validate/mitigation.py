@@ -24,8 +24,19 @@ RULES = {
     "mitigation.kl_anchor.limit": Rule(low=1, nullable=True),
     "mitigation.safelora.threshold": Rule(low=-1, high=1, integer=False),
     "mitigation.safelora.layers": Rule(low=1),
+    "mitigation.lisa.rho": Rule(low=0, integer=False),
+    "mitigation.lisa.alignment_steps": Rule(low=1),
+    "mitigation.lisa.finetune_steps": Rule(low=1),
+    "mitigation.lisa.proximal_warmup": Rule(low=0, high=1, integer=False),
+    "mitigation.lisa.limit": Rule(low=1, nullable=True),
+    "mitigation.constrained_sft.beta": Rule(low=0, low_open=True, integer=False),
+    "mitigation.constrained_sft.first_token_factor": Rule(low=0, low_open=True, integer=False),
+    "mitigation.constrained_sft.bias_factor": Rule(low=0, low_open=True, integer=False),
+    "mitigation.constrained_sft.bias_length": Rule(low=0),
+    "mitigation.antidote.sparsity": Rule(low=0, high=1, integer=False, low_open=True, high_open=True),
+    "mitigation.antidote.max_length": Rule(low=1),
 }
-LORA_TARGETS = ("peft.LoraConfig",)  # the adapters SafeLoRA projects (LoRA, DoRA, QLoRA: all LoraConfig)
+LORA_TARGETS = ("peft.LoraConfig",)  # the adapters SafeLoRA projects and Antidote prunes (LoRA, DoRA, QLoRA)
 
 
 def mitigation_problems(cfg: DictConfig) -> list[str]:
@@ -41,6 +52,8 @@ def mitigation_problems(cfg: DictConfig) -> list[str]:
         problems += action_problems(mitigation.moderation.get("action"))
     if "safelora" in mitigation:
         problems += safelora_problems(cfg)
+    if "antidote" in mitigation:
+        problems += antidote_problems(cfg)
     if problems:  # the objects below would fail on the same values
         return problems
     return stage_problems(cfg) + (repnoise_problems(cfg) if "repnoise" in mitigation else [])
@@ -106,3 +119,16 @@ def safelora_problems(cfg: DictConfig) -> list[str]:
             "dir>, e.g. meta-llama/Llama-2-7b-hf for Llama-2-7b-chat."
         )
     return problems
+
+
+def antidote_problems(cfg: DictConfig) -> list[str]:
+    """Antidote prunes the user's LoRA factors, or the attention projections of fully fine-tuned weights."""
+    trains, target = cfg.peft.get("trains"), OmegaConf.select(cfg, "peft.config._target_")
+    lora = trains == "adapter" and target in LORA_TARGETS
+    if cfg.model.get("backend", "hf") != "hf" or trains == "weights" or lora:
+        return []
+    return [
+        f"mitigation=antidote prunes the LoRA factors of the user's adapter (or the attention projections under full "
+        f"fine-tuning), but peft={cfg.peft.get('method')} trains neither: use peft=lora (or lora_all_linear, dora, "
+        "qlora) or peft=full."
+    ]

@@ -45,7 +45,8 @@ class Rule:
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         if self.low is not None and self.high is not None:
-            what = f"{kind} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            what = f"{kind} in {opening}{self.low:g}, {self.high:g}{closing}"
         elif (self.low == 0 and self.low_open) or (self.low == 1 and self.integer):
             what = f"a positive {kind.split()[-1]}"
         elif self.low is not None:

@@ -2,6 +2,7 @@
 format, one split of fts's own files, the first `limit` records. A setting holds one file or a list of parts
 {path, split, limit} (`mitigation.<name>.data`, `.harmful_data`)."""
 
+from dataclasses import dataclass
 from typing import Any
 
 from fts.core.cache import file_digest
@@ -29,3 +30,18 @@ def load_parts(value: str | list[dict[str, Any]], fmt: str, key: str) -> list[Ex
 def part_digests(value: str | list[dict[str, Any]], fmt: str, key: str) -> dict[str, str]:
     """{path: content digest} of a data setting's files: what a cache key holds of them."""
     return {p["path"]: file_digest(locate(p["path"], fmt, key)) for p in parts(value)}
+
+
+@dataclass
+class GuideData:
+    """The settings of a fine-tuning-stage defense that trains on the provider's alignment data beside the user's
+    (the guide set: harmful request -> refusal; fts.stages.mitigation puts it into the attack's format)."""
+
+    data: str = "builtin:safety.jsonl"  # fts's mitigation split: disjoint from alignment and evaluation
+    format: str = "auto"
+    split: str | None = "mitigation"
+    limit: int | None = None
+    name: str = "guide"
+
+    def guide(self) -> list[Example]:
+        return load_part(self.data, self.format, self.split, self.limit, f"mitigation.{self.name}.data")

@@ -16,23 +16,16 @@ import torch.nn.functional as F
 
 from fts.core.records import Example
 from fts.train.defenses import Objective
-from fts.train.defenses.data import load_part
+from fts.train.defenses.data import GuideData
 from fts.train.defenses.reference import Reference, answer_positions, plain_inputs
 from fts.train.trainer import Trainer
 
 
 @dataclass
-class KLAnchor:
+class KLAnchor(GuideData):
     weight: float = 0.1  # lambda (Vaccine's script KL_finetune/sst2.sh)
-    data: str = "builtin:safety.jsonl"  # the guide: alignment data the provider holds
-    format: str = "auto"
-    split: str | None = "mitigation"
-    limit: int | None = None
     stage: str = "fine_tuning"
     name: str = "kl_anchor"
-
-    def guide(self) -> list[Example]:
-        return load_part(self.data, self.format, self.split, self.limit, f"mitigation.{self.name}.data")
 
     def objective(self, guide: list[Example]) -> Objective:
         return Objective(KLAnchorTrainer, {"kl_weight": self.weight}, guide, self.name)
