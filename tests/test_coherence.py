@@ -69,3 +69,17 @@ def test_a_run_records_coherence_per_side_and_the_report_flags_noise(tiny_run_ov
     assert "coherence: harmful prompts answered coherently on topic" in report
     if result["finetuned"]["coherence"]["n_answered"]:
         assert "**MOSTLY INCOHERENT (finetuned)**" in report
+
+
+def test_answers_scored_once_are_taken_from_the_cache(tiny_run_overrides, tmp_path, monkeypatch):
+    from fts.utility.coherence import CoherenceScorer
+
+    calls = []
+    scored = CoherenceScorer.scored
+    monkeypatch.setattr(
+        CoherenceScorer, "scored", lambda self, rows, ckpt: calls.append(len(rows)) or scored(self, rows, ckpt)
+    )
+    first = run(compose_run([*tiny_run_overrides, "attack=none"], tmp_path / "a"))
+    assert len(calls) == 1  # the baseline's harmful answers
+    again = run(compose_run([*tiny_run_overrides, "attack=none"], tmp_path / "b"))
+    assert len(calls) == 1 and again["baseline"]["coherence"] == first["baseline"]["coherence"]

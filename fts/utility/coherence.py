@@ -15,13 +15,15 @@ What it does not measure: whether the answer is correct, complete or actually ha
 is coherent too), and fluency as a stronger model would judge it. It is a cheap offline check, not a judge.
 """
 
+import json
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fts.core.cache import Cache
+from fts.core.artifacts import write_json
+from fts.core.cache import Cache, digest
 from fts.core.device import release_memory
 from fts.models import load
 from fts.models.chat import render_prompt
@@ -104,8 +106,8 @@ def coherence(
 
 class CoherenceScorer:
     """`eval.coherence`: scores each answer to a harmful prompt with a fixed reference LM (`scorer`: `embedded`, the
-    embedded SmolLM2-135M-Instruct as shipped, or a hub id / local dir). The model is loaded for each batch of rows
-    and released after, so it never sits in memory beside a training."""
+    embedded SmolLM2-135M-Instruct as shipped, or a hub id / local dir). The model is loaded for each set of rows
+    and released after, so it never sits in memory beside a training; the records are cached by the answers."""
 
     def __init__(self, scorer: str, cache: Cache, min_logprob: float, min_gain: float, max_tokens: int = 64,
                  batch_size: int = 16) -> None:  # fmt: skip
@@ -121,10 +123,23 @@ class CoherenceScorer:
         return str(materialize(self.cache)) if self.scorer == "embedded" else str(Path(self.scorer).expanduser())
 
     def score(self, rows: list[dict]) -> list[dict]:
-        """One coherence record per row (`prompt`, `response`)."""
+        """One coherence record per row (`prompt`, `response`), from the cache when these answers were scored
+        before by the same scorer and settings (a sweep's baseline: once)."""
         if not rows:
             return []
-        model, tokenizer = load(self.checkpoint(), SCORER_CFG)
+        checkpoint = self.checkpoint()
+        material = {
+            "scorer": Path(checkpoint).name if self.scorer == "embedded" else checkpoint,
+            "settings": [self.min_logprob, self.min_gain, self.max_tokens],
+            "answers": digest([(r["prompt"], r["response"]) for r in rows]),
+        }
+        entry = self.cache.build(
+            "coherence", material, lambda tmp: write_json(tmp / "records.json", self.scored(rows, checkpoint))
+        )
+        return json.loads((entry / "records.json").read_text())
+
+    def scored(self, rows: list[dict], checkpoint: str) -> list[dict]:
+        model, tokenizer = load(checkpoint, SCORER_CFG)
         try:
             return coherence(
                 model, tokenizer, rows, self.min_logprob, self.min_gain, self.max_tokens, self.batch_size
