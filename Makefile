@@ -4,8 +4,9 @@ SHELL   := /bin/bash
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
-# Quiet the "location ignored" noise of the machine's local wheel index; errors still print.
-PIPQ    := $(PIP) install --quiet --disable-pip-version-check
+# Quiet the "location ignored" noise of the machine's local wheel index; errors still print. No byte-compiling at
+# install (torch and transformers are thousands of files): Python compiles what it imports, on first use.
+PIPQ    := $(PIP) install --quiet --disable-pip-version-check --no-compile
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-slow lint format clean clean-logs
