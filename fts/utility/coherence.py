@@ -57,22 +57,28 @@ def answer_logprobs(
         tokens = tokenizer(answer, add_special_tokens=False)["input_ids"][:max_tokens]
         rows.append((context["input_ids"], tokens))
     scores: list[float | None] = [None] * len(rows)
-    scored = [i for i, (_, tokens) in enumerate(rows) if tokens]
+    # Length-sorted batches (little padding), left-padded so that every answer ends at the last position: the LM
+    # head (a 49k-token vocabulary) then runs on the answer positions only (logits_to_keep), not on every token.
+    scored = sorted(
+        (i for i, (_, tokens) in enumerate(rows) if tokens), key=lambda i: len(rows[i][0]) + len(rows[i][1])
+    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     for start in range(0, len(scored), batch_size):
         batch = scored[start : start + batch_size]
         sequences = [rows[i][0] + rows[i][1] for i in batch]
         width = max(map(len, sequences))
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=model.device)
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # the token at position p is predicted at p - 1: the logits of the last `keep` positions but one predict the
+        # last `keep - 1` tokens, which hold every answer of the batch
+        keep = max(len(rows[i][1]) for i in batch) + 1
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, width - keep + 1 :, None])[..., 0]
         for row, i in enumerate(batch):
-            context, tokens = rows[i]
-            # the token at position p is predicted at p - 1: answer tokens sit at len(context) .. end
-            first = len(context) - 1
-            scores[i] = float(logp[row, first : first + len(tokens)].mean())
+            n = len(rows[i][1])
+            scores[i] = float(logp[row, keep - 1 - n :].mean())
     return scores
 
 
