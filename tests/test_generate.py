@@ -74,6 +74,19 @@ def test_continuous_batches_match_one_prompt_at_a_time(tiny_model_dir, monkeypat
     assert [r["id"] for r in rows] == [str(i) for i in range(9)]
 
 
+def test_an_answer_ends_at_its_end_token_while_the_rows_beside_it_decode_on(tiny_model_dir):
+    """A row that ended waits in the batch for the next compaction (a batch of 16 compacts every 2 ended rows) and
+    keeps being stepped meanwhile: what it already returned must not grow."""
+    model, tokenizer = sharp(load(str(tiny_model_dir), MODEL_CFG))
+    alone = [reference(model, tokenizer, p, 12) for p in prompts(9)]
+    model.generation_config.eos_token_id = [alone[0][4], alone[5][2]]
+    stop = torch.tensor(model.generation_config.eos_token_id)
+    alone = [decoding.trimmed(reference(model, tokenizer, p, 12), stop) for p in prompts(9)]
+    assert len({len(a) for a in alone}) > 1
+    answers = hf.generate_ids(model, tokenizer, prompts(9), max_new_tokens=12, batch_size=16)
+    assert answers == alone
+
+
 def test_bfloat16_generation_leaves_the_float32_weights_bit_for_bit(tiny_model_dir):
     model, tokenizer = load(str(tiny_model_dir), MODEL_CFG)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

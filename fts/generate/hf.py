@@ -27,6 +27,10 @@ from fts.models.chat import prompt_ids, response_texts
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Part of the cache key of generations: answers cached by an earlier engine are not served as this one's.
+# 2: an answer ends at its end token (revision 1 let a row that ended keep the tokens it was stepped through while it
+# waited in the batch for the next compaction: text after the end of the turn, e.g. "\nsystem ...").
+REVISION = 2
 
 
 def inference_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:

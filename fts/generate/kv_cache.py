@@ -89,7 +89,8 @@ class Batch:
         full = torch.tensor([len(g) >= max_new_tokens for g in self.generated], device=self.last.device)
         ended = ~self.done & (torch.isin(self.last, stop) | full)
         for r in ended.nonzero()[:, 0].tolist():
-            yield self.index[r], self.generated[r]
+            # a copy: a done row stays in the batch (and keeps receiving tokens) until the next compaction
+            yield self.index[r], list(self.generated[r])
         self.done |= ended
         if int(self.done.sum()) >= min(compact_at, len(self.index)):
             self.compact()

@@ -30,7 +30,7 @@ from fts.data.formats import load, load_fixed
 from fts.data.lengths import fit_prompts, min_tokens
 from fts.data.prompts import first_per_category, user
 from fts.generate import openai as openai_engine
-from fts.generate.hf import generate, in_dtype, inference_dtype
+from fts.generate.hf import REVISION, generate, in_dtype, inference_dtype
 from fts.generate.vllm import VllmEngine
 from fts.judges import Judge, build_judges
 from fts.models.chat import prefilled
@@ -166,6 +166,7 @@ class Evaluator:
             decoding["prefill_tokens"] = cfg.prefill_tokens
         if cfg.engine == "hf":  # auto means bfloat16 on hardware that has it: the hardware is part of the output
             decoding["dtype"] = cfg.dtype if cfg.dtype != "auto" else f"auto (native bf16: {bf16_fast()})"
+            decoding["revision"] = REVISION
         if cfg.get("mt_bench") is not None:  # sampled at per-category temperatures, up to its own length
             mt = cfg.mt_bench
             decoding["mt_bench"] = {
