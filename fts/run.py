@@ -61,7 +61,7 @@ def run_cell(cfg: DictConfig, out: Path, tracker: Tracker) -> dict[str, Any]:
     """The method: fine-tuning set, the aligned (and defended) model evaluated, fine-tune, repair, evaluate, compare."""
     cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
     set_seed(cfg.seed)
-    manifest = Manifest(out, seed=cfg.seed, data=data_digests(cfg), data_formats=data_formats(cfg))
+    manifest = Manifest(out, cache.events, seed=cfg.seed, data=data_digests(cfg), data_formats=data_formats(cfg))
     backend = backends.for_config(cfg, cache, out, manifest)  # hf (TRL, transformers / vLLM) or openai (the API)
     defenses = mitigation.build_defenses(cfg.mitigation)  # by stage: alignment, fine-tuning (data, objective), post
 

@@ -68,6 +68,10 @@ def test_second_run_takes_the_baseline_from_the_cache(tiny_run_overrides, tmp_pa
     second = run(compose_run(tiny_run_overrides, tmp_path / "b"))
     assert count_generate == ["baseline", "finetuned", "finetuned"]
     assert first["baseline"] == second["baseline"]
+    # each run dir's manifest says which cell built the shared baseline and which found it
+    events = [json.loads((tmp_path / d / "manifest.json").read_text())["cache"] for d in ("a", "b")]
+    baseline = [[e["result"] for e in cell if e["kind"] == "generations"] for cell in events]
+    assert baseline == [["built"], ["hit"]]
 
 
 def test_the_baseline_cache_tells_precision_and_template_apart(tiny_run_overrides, tmp_path, count_generate):

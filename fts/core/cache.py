@@ -117,6 +117,9 @@ class Cache:
     def __init__(self, root: str | Path, enabled: bool = True) -> None:
         self.root = Path(root).expanduser()
         self.enabled = enabled
+        # what each build() did, in order ({kind, entry, result}): manifest.json's `cache`, so that a sweep's run dirs
+        # show which cell built a shared entry and which found it
+        self.events: list[dict[str, str]] = []
 
     def entry(self, kind: str, material: Any) -> Path:
         return self.root / kind / digest(material)
@@ -148,13 +151,16 @@ class Cache:
         path = self.entry(kind, material)
         if self.get(kind, material):
             log.info("cache hit: %s/%s", kind, path.name)
+            self.events.append({"kind": kind, "entry": path.name, "result": "hit"})
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock(kind, path):
             if self.enabled and self.get(kind, material):  # built by another process while this one waited
                 log.info("cache hit: %s/%s (built by another process)", kind, path.name)
+                self.events.append({"kind": kind, "entry": path.name, "result": "hit, built by another process"})
                 return path
             self.fill_entry(path, material, fill)
+        self.events.append({"kind": kind, "entry": path.name, "result": "built"})
         return path
 
     @contextmanager

@@ -33,9 +33,10 @@ def git_sha() -> str | None:
 
 
 class Manifest:
-    def __init__(self, run_dir: Path, **fields: Any) -> None:
+    def __init__(self, run_dir: Path, cache_events: list[dict] | None = None, **fields: Any) -> None:
         self.path = run_dir / "manifest.json"
         self.data: dict[str, Any] = {"versions": package_versions(), "git_sha": git_sha(), **fields, "timings_s": {}}
+        self.cache_events = cache_events  # the run's Cache.events, written with every save
         self.save()
 
     def record(self, **fields: Any) -> None:
@@ -50,4 +51,6 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
+        if self.cache_events is not None:
+            self.data["cache"] = list(self.cache_events)
         write_json(self.path, self.data)
