@@ -36,8 +36,10 @@ $(DEV): $(STAMP)
 run: $(STAMP) ## the embedded default experiment end to end (CPU, offline, minutes)
 	$(PY) -m fts.run
 
+# Two pytest workers (pytest-xdist), one torch thread each (tests/conftest.py): most tests are short runs of a tiny
+# model, subprocess imports and local servers, which one thread serves as well as two.
 test: $(DEV) ## the test suite (no GPU, no network, no paid API)
-	$(PY) -m pytest -q -m "not slow and not gpu and not api"
+	$(PY) -m pytest -q -n 2 -m "not slow and not gpu and not api"
 
 test-slow: $(DEV) ## the minutes-long end-to-end tests on the embedded model
 	$(PY) -m pytest -q -m slow

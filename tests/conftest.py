@@ -1,12 +1,19 @@
 """Shared fixtures: a tiny random Llama built locally (no hub), Hydra composition of conf/, the local
 OpenAI-compatible server and a CPU stand-in of vLLM."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from fts.core.config import CONF_DIR, compose_run  # noqa: F401 (tests import both from here)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on a 2-core machine: one thread each, for
+    os.environ["OMP_NUM_THREADS"] = "1"  # the subprocesses a test starts too
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
