@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fts.core.artifacts import write_json
 from fts.core.cache import Cache, digest
 from fts.core.device import release_memory
+from fts.generate.decoding import left_padded
 from fts.models import load
 from fts.models.chat import render_prompt
 from fts.models.embedded import materialize
@@ -67,9 +68,8 @@ def answer_logprobs(
     for start in range(0, len(scored), batch_size):
         batch = scored[start : start + batch_size]
         sequences = [rows[i][0] + rows[i][1] for i in batch]
-        width = max(map(len, sequences))
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=model.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=model.device)
+        enc = left_padded(sequences, pad, model.device)
+        ids, mask, width = enc["input_ids"], enc["attention_mask"], enc["input_ids"].shape[1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         # the token at position p is predicted at p - 1: the logits of the last `keep` positions but one predict the
         # last `keep - 1` tokens, which hold every answer of the batch
