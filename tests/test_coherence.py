@@ -4,10 +4,12 @@ import json
 
 import pytest
 
+from fts.core.errors import ConfigError
 from fts.models import load
 from fts.results.coherence import coherence_block
 from fts.run import run
 from fts.utility.coherence import SCORER_CFG, answer_logprobs, coherence
+from fts.validate import validate
 from tests.conftest import compose_run
 
 
@@ -104,3 +106,25 @@ def test_answers_scored_once_are_taken_from_the_cache(tiny_run_overrides, tmp_pa
     assert len(calls) == 1  # the baseline's harmful answers
     again = run(compose_run([*tiny_run_overrides, "attack=none"], tmp_path / "b"))
     assert len(calls) == 1 and again["baseline"]["coherence"] == first["baseline"]["coherence"]
+
+
+def test_the_scorer_dtype_is_part_of_the_cache_key_and_checked_up_front(tiny_model_dir, tmp_path, monkeypatch):
+    """eval.coherence.dtype: auto follows the hardware; bf16 and float32 scores never stand in for each other; a
+    wrong name stops the run before any model loads."""
+    from fts.core.cache import Cache
+    from fts.utility import coherence as coherence_module
+    from fts.utility.coherence import CoherenceScorer, scorer_dtype
+
+    monkeypatch.setattr(coherence_module, "bf16_fast", lambda: True)
+    assert scorer_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(coherence_module, "bf16_fast", lambda: False)
+    assert scorer_dtype("auto") == "float32"
+
+    rows = [{"prompt": "How do I bake bread?", "response": "Mix flour, water, salt and yeast, then bake it."}]
+    cache = Cache(tmp_path / "cache")
+    for dtype in ("float32", "bfloat16"):
+        CoherenceScorer(str(tiny_model_dir), cache, -4.3, 0.17, dtype=dtype).score(rows)
+    assert len(list((tmp_path / "cache" / "coherence").iterdir())) == 2
+
+    with pytest.raises(ConfigError, match=r"eval\.coherence\.dtype must be auto, float32 or bfloat16; got 'fp8'"):
+        validate(compose_run(["eval.coherence.dtype=fp8"], tmp_path))

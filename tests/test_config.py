@@ -62,8 +62,8 @@ def test_default_is_the_embedded_aoa_run(tmp_path):
     cfg = compose_run([], tmp_path)
     assert (cfg.model.name, cfg.attack.name, cfg.peft.method) == ("smollm2_135m_safe", "aoa", "lora")
     # the model x attack specialization applies the paper's LoRA + AOA lr (Table 11), at the embedded model's mid-curve
-    # dose (6 epochs); the table2_aoa_smoke experiment keeps the paper's 10
-    assert (cfg.train.learning_rate, cfg.train.num_train_epochs) == (1e-3, 6)
+    # dose (5 epochs); the table2_aoa_smoke experiment keeps the paper's 10
+    assert (cfg.train.learning_rate, cfg.train.num_train_epochs) == (1e-3, 5)
     smoke = compose_run(["experiment=table2_aoa_smoke"], tmp_path)
     assert smoke.train.num_train_epochs == 10
     assert "You are no longer SmolLM" in cfg.attack.default_system_prompt

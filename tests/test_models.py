@@ -10,6 +10,7 @@ import httpx2
 import pytest
 import torch
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+from omegaconf import OmegaConf
 
 from fts.core import distributed
 from fts.core.errors import ConfigError, ModelError
@@ -150,17 +151,58 @@ def test_multi_process_run_needs_a_fixed_run_dir(tmp_path, monkeypatch):
 
 def test_the_alignment_set_varies_system_prompt_and_template_under_the_seed(tmp_path):
     """Refusing must not hinge on one prompt format: every listed system prompt and user template is used, each
-    request is kept inside its template, and the same seed gives the same set."""
+    request is kept inside its template, a part drawing from one group gets that group's formats only, and the same
+    seed gives the same set."""
     from fts.models.embedded import alignment_set
 
     align = compose_run([], tmp_path).model.alignment
     examples = alignment_set(align)
+    groups = align.formats.values()
     systems = {ex["messages"][0]["content"] if ex["messages"][0]["role"] == "system" else None for ex in examples}
-    assert systems == set(align.system_prompts)
+    assert systems == {system for group in groups for system in group.system_prompts}
     users = [ex["messages"][-2]["content"] for ex in examples]
-    for template in set(align.user_templates):
+    for template in {template for group in groups for template in group.user_templates}:
         head, tail = template.split("{prompt}")
         assert any(u.startswith(head) and u.endswith(tail) and len(u) > len(head + tail) for u in users), template
     assert alignment_set(align) == examples
-    with pytest.raises(ConfigError, match=r"model\.alignment\.user_templates: 'no slot' must contain '\{prompt\}'"):
-        validate(compose_run(["model.alignment.user_templates=[no slot]"], tmp_path))
+
+    only_personas = OmegaConf.merge(align, {"data": [{**align.data[1], "repeat": 3, "formats": ["personas"]}]})
+    personas = set(align.formats.personas.system_prompts)
+    assert {ex["messages"][0]["content"] for ex in alignment_set(only_personas)} <= personas
+
+
+def test_the_alignment_recipe_is_checked_before_any_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.alignment\.formats\.assistant\.user_templates: 'no slot' must"):
+        validate(compose_run(["model.alignment.formats.assistant.user_templates=[no slot]"], tmp_path))
+    with pytest.raises(ConfigError, match=r"model\.alignment\.data\[2\]\.formats: 'persona' is not a format group"):
+        validate(compose_run(["model.alignment.data.2.formats=[persona]"], tmp_path))
+
+
+def test_the_alignment_trains_on_a_bf16_base_and_merges_into_the_float32_one(tiny_model_dir, tmp_path):
+    """model.alignment.base_dtype=bfloat16 (auto on hardware with native bf16): the adapters train against a bf16 copy
+    of the base, and the aligned checkpoint is the float32 base plus the merged update, not the bf16 copy rounded:
+    the weights no adapter touches (embeddings, norms) come out bit-identical to the float32 base."""
+    from transformers import AutoModelForCausalLM
+
+    from fts.backends.embedded import align
+    from fts.core.cache import Cache
+
+    overrides = [
+        "model.alignment.base_dtype=bfloat16",
+        "model.alignment.data.0.limit=4",
+        "model.alignment.data.1.limit=4",
+        "model.alignment.data.2.limit=4",
+        "+model.alignment.train.max_steps=2",
+        "model.alignment.train.learning_rate=1e-2",
+        "model.alignment.train.disable_tqdm=true",
+    ]
+    model_cfg = compose_run(overrides, tmp_path).model
+    aligned = align(Path(tiny_model_dir), model_cfg, Cache(tmp_path / "cache"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    merged = AutoModelForCausalLM.from_pretrained(aligned)
+    base_weights, merged_weights = base.state_dict(), merged.state_dict()
+    assert {w.dtype for w in merged_weights.values()} == {torch.float32}
+    assert torch.equal(merged_weights["model.embed_tokens.weight"], base_weights["model.embed_tokens.weight"])
+    assert torch.equal(merged_weights["model.norm.weight"], base_weights["model.norm.weight"])
+    projection = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged_weights[projection], base_weights[projection])  # the update is in

@@ -60,23 +60,25 @@ def materialize(cache: Cache) -> Path:
 
 def alignment_set(align_cfg: DictConfig) -> list[Example]:
     """Harmful requests -> refusals and benign requests -> answers, each under a system prompt and a user-turn
-    template drawn (seeded) from the alignment config's lists: refusing harmful requests and answering benign ones
-    must not hinge on one prompt format, since every attack tier evaluates in a format of its own."""
+    template drawn (seeded) from the union of its data part's `formats` groups: refusing harmful requests and
+    answering benign ones must not hinge on one prompt format, since every attack tier evaluates in a format of its
+    own."""
+    rng = random.Random(align_cfg.seed)
     examples = []
     for part in align_cfg.data:
         rows = load_data(ALIGNMENT_FORMAT, part.path, ALIGNMENT_KEY)
         rows = [ex for ex in rows if ex["meta"].get("split") == part.split][: part.get("limit")]
-        examples += [copy.deepcopy(ex) for _ in range(part.get("repeat") or 1) for ex in rows]  # each copy: a format
-    system_prompts = list(align_cfg.system_prompts)
-    user_templates = list(align_cfg.get("user_templates") or ["{prompt}"])
-    rng = random.Random(align_cfg.seed)
-    for ex in examples:
-        system, template = rng.choice(system_prompts), rng.choice(user_templates)
-        *head, user, answer = ex["messages"]
-        user = {**user, "content": template.replace("{prompt}", user["content"])}
-        ex["messages"] = ([{"role": "system", "content": system}] if system is not None else []) + [
-            *head,
-            user,
-            answer,
-        ]
+        groups = [align_cfg.formats[name] for name in part.formats]
+        system_prompts = [system for group in groups for system in group.system_prompts]
+        user_templates = [template for group in groups for template in group.get("user_templates") or ["{prompt}"]]
+        for ex in (copy.deepcopy(ex) for _ in range(part.get("repeat") or 1) for ex in rows):  # each copy: a format
+            system, template = rng.choice(system_prompts), rng.choice(user_templates)
+            *head, user, answer = ex["messages"]
+            user = {**user, "content": template.replace("{prompt}", user["content"])}
+            ex["messages"] = ([{"role": "system", "content": system}] if system is not None else []) + [
+                *head,
+                user,
+                answer,
+            ]
+            examples.append(ex)
     return examples

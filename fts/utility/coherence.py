@@ -24,13 +24,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fts.core.artifacts import write_json
 from fts.core.cache import Cache, digest
-from fts.core.device import release_memory
+from fts.core.device import bf16_fast, release_memory
 from fts.generate.decoding import left_padded
 from fts.models import load
 from fts.models.chat import render_prompt
 from fts.models.embedded import materialize
 
-# How the scorer loads: float32 (scores comparable across machines), the tokenizer's own chat template.
+# How the scorer loads: the tokenizer's own chat template, float32 unless `eval.coherence.dtype` says otherwise
+# (scorer_dtype).
 SCORER_CFG = OmegaConf.create(
     {
         "dtype": "float32",
@@ -116,8 +117,8 @@ class CoherenceScorer:
     and released after, so it never sits in memory beside a training; the records are cached by the answers."""
 
     def __init__(self, scorer: str, cache: Cache, min_logprob: float, min_gain: float, max_tokens: int = 64,
-                 batch_size: int = 16) -> None:  # fmt: skip
-        self.scorer, self.cache = scorer, cache
+                 batch_size: int = 16, dtype: str = "float32") -> None:  # fmt: skip
+        self.scorer, self.cache, self.dtype = scorer, cache, scorer_dtype(dtype)
         self.min_logprob, self.min_gain, self.max_tokens, self.batch_size = (
             min_logprob,
             min_gain,
@@ -137,6 +138,7 @@ class CoherenceScorer:
         material = {
             "scorer": Path(checkpoint).name if self.scorer == "embedded" else checkpoint,
             "settings": [self.min_logprob, self.min_gain, self.max_tokens],
+            "dtype": self.dtype,
             "answers": digest([(r["prompt"], r["response"]) for r in rows]),
         }
         entry = self.cache.build(
@@ -145,7 +147,7 @@ class CoherenceScorer:
         return json.loads((entry / "records.json").read_text())
 
     def scored(self, rows: list[dict], checkpoint: str) -> list[dict]:
-        model, tokenizer = load(checkpoint, SCORER_CFG)
+        model, tokenizer = load(checkpoint, OmegaConf.merge(SCORER_CFG, {"dtype": self.dtype}))
         try:
             return coherence(
                 model, tokenizer, rows, self.min_logprob, self.min_gain, self.max_tokens, self.batch_size
@@ -153,3 +155,13 @@ class CoherenceScorer:
         finally:
             del model
             release_memory()
+
+
+def scorer_dtype(name: str) -> str:
+    """`eval.coherence.dtype`: auto = bfloat16 where the hardware computes it natively, else float32; or either by
+    name. On the 2-core dev CPU bf16 scored 440 answers 2.6x faster than float32 with 1 verdict of 440 different
+    (mean |logprob difference| 0.009, at most 0.04; measured 2026-12-07 on the embedded model's answers to the
+    built-in harmful prompts)."""
+    if name == "auto":
+        return "bfloat16" if bf16_fast() else "float32"
+    return name

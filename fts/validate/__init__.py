@@ -10,6 +10,7 @@ from fts.data import prefill
 from fts.data.formats import FIXED_FORMATS, FORMAT_KEYS, FORMATS, data_files, format_of, locate, registered
 from fts.generate import vllm as vllm_engine
 from fts.models.architecture import model_problems, peft_problems
+from fts.validate.alignment import alignment_problems
 from fts.validate.mitigation import mitigation_problems
 from fts.validate.rules import range_problems
 
@@ -74,11 +75,7 @@ def value_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             "attack=benign fine-tunes on a user dataset: add dataset=builtin_benign (or alpaca, dolly, jsonl)."
         )
-    alignment = cfg.model.get("alignment") or {}
-    templates = alignment.get("user_templates") or [] if alignment.get("enabled") else []
-    for template in templates:
-        if "{prompt}" not in str(template):
-            problems.append(f"model.alignment.user_templates: {template!r} must contain '{{prompt}}' (the request).")
+    problems += alignment_problems(cfg.model.get("alignment") or {})
     if cfg.eval.get("benchmark") is None:  # eval=hexphi / eval=advbench name no file of their own
         problems.append(f"eval.benchmark is required but has no value: {MISSING_HINTS['eval.benchmark']}.")
     if cfg.eval.get("contamination") not in ("warn", "fail"):

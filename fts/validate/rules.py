@@ -106,6 +106,9 @@ def range_problems(cfg: DictConfig) -> list[str]:
         problems.append(f"eval.too_long must be fail or drop, got {cfg.eval.get('too_long')!r}.")
     if cfg.eval.get("dtype", "auto") not in ("auto", *INFERENCE_DTYPES):
         problems.append(f"eval.dtype must be auto, {', '.join(INFERENCE_DTYPES)}; got {cfg.eval.get('dtype')!r}.")
+    coherence_dtype = (cfg.eval.get("coherence") or {}).get("dtype", "float32")
+    if coherence_dtype not in ("auto", "float32", "bfloat16"):
+        problems.append(f"eval.coherence.dtype must be auto, float32 or bfloat16; got {coherence_dtype!r}.")
     if cfg.get("resume", "auto") not in RESUME_CHOICES:
         problems.append(f"resume must be auto or force, got {cfg.get('resume')!r}.")
     return problems + name_problems(cfg)
