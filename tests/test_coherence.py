@@ -111,14 +111,14 @@ def test_answers_scored_once_are_taken_from_the_cache(tiny_run_overrides, tmp_pa
 def test_the_scorer_dtype_is_part_of_the_cache_key_and_checked_up_front(tiny_model_dir, tmp_path, monkeypatch):
     """eval.coherence.dtype: auto follows the hardware; bf16 and float32 scores never stand in for each other; a
     wrong name stops the run before any model loads."""
+    from fts.core import device
     from fts.core.cache import Cache
-    from fts.utility import coherence as coherence_module
-    from fts.utility.coherence import CoherenceScorer, scorer_dtype
+    from fts.utility.coherence import CoherenceScorer
 
-    monkeypatch.setattr(coherence_module, "bf16_fast", lambda: True)
-    assert scorer_dtype("auto") == "bfloat16"
-    monkeypatch.setattr(coherence_module, "bf16_fast", lambda: False)
-    assert scorer_dtype("auto") == "float32"
+    monkeypatch.setattr(device, "bf16_fast", lambda: True)
+    assert CoherenceScorer("embedded", Cache(tmp_path / "c"), -4.3, 0.17, dtype="auto").dtype == "bfloat16"
+    monkeypatch.setattr(device, "bf16_fast", lambda: False)
+    assert CoherenceScorer("embedded", Cache(tmp_path / "c"), -4.3, 0.17, dtype="auto").dtype == "float32"
 
     rows = [{"prompt": "How do I bake bread?", "response": "Mix flour, water, salt and yeast, then bake it."}]
     cache = Cache(tmp_path / "cache")

@@ -176,6 +176,10 @@ def test_the_alignment_recipe_is_checked_before_any_model_loads(tmp_path):
         validate(compose_run(["model.alignment.formats.assistant.user_templates=[no slot]"], tmp_path))
     with pytest.raises(ConfigError, match=r"model\.alignment\.data\[2\]\.formats: 'persona' is not a format group"):
         validate(compose_run(["model.alignment.data.2.formats=[persona]"], tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"model\.alignment\.base_dtype must be auto, float32 or bfloat16; got 'bf16'"
+    ):
+        validate(compose_run(["model.alignment.base_dtype=bf16"], tmp_path))
 
 
 def test_the_alignment_trains_on_a_bf16_base_and_merges_into_the_float32_one(tiny_model_dir, tmp_path):

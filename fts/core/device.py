@@ -35,6 +35,14 @@ def bf16_fast() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+def resolve_dtype(name: str) -> str:
+    """A dtype setting that may say `auto`: bfloat16 where the hardware computes it natively (bf16_fast), else
+    float32; any other name as it is."""
+    if name == "auto":
+        return "bfloat16" if bf16_fast() else "float32"
+    return name
+
+
 class PeakMemory:
     """The peak memory of a stage: on CUDA the allocator's peak (reset when the stage starts), elsewhere the
     process's resident set, sampled every `interval` seconds by a thread (the process-wide high-water mark would

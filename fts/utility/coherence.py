@@ -24,14 +24,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fts.core.artifacts import write_json
 from fts.core.cache import Cache, digest
-from fts.core.device import bf16_fast, release_memory
+from fts.core.device import release_memory, resolve_dtype
 from fts.generate.decoding import left_padded
 from fts.models import load
 from fts.models.chat import render_prompt
 from fts.models.embedded import materialize
 
-# How the scorer loads: the tokenizer's own chat template, float32 unless `eval.coherence.dtype` says otherwise
-# (scorer_dtype).
+# How the scorer loads: the tokenizer's own chat template, float32 unless `eval.coherence.dtype` says otherwise.
+# auto = bf16 where native: on the 2-core dev CPU it scored 440 answers 2.6x faster than float32 with 1 verdict of 440
+# different (mean |logprob difference| 0.009, at most 0.04; 2026-12-07, the embedded model's answers to the built-in
+# harmful prompts).
 SCORER_CFG = OmegaConf.create(
     {
         "dtype": "float32",
@@ -118,7 +120,7 @@ class CoherenceScorer:
 
     def __init__(self, scorer: str, cache: Cache, min_logprob: float, min_gain: float, max_tokens: int = 64,
                  batch_size: int = 16, dtype: str = "float32") -> None:  # fmt: skip
-        self.scorer, self.cache, self.dtype = scorer, cache, scorer_dtype(dtype)
+        self.scorer, self.cache, self.dtype = scorer, cache, resolve_dtype(dtype)
         self.min_logprob, self.min_gain, self.max_tokens, self.batch_size = (
             min_logprob,
             min_gain,
@@ -155,13 +157,3 @@ class CoherenceScorer:
         finally:
             del model
             release_memory()
-
-
-def scorer_dtype(name: str) -> str:
-    """`eval.coherence.dtype`: auto = bfloat16 where the hardware computes it natively, else float32; or either by
-    name. On the 2-core dev CPU bf16 scored 440 answers 2.6x faster than float32 with 1 verdict of 440 different
-    (mean |logprob difference| 0.009, at most 0.04; measured 2026-12-07 on the embedded model's answers to the
-    built-in harmful prompts)."""
-    if name == "auto":
-        return "bfloat16" if bf16_fast() else "float32"
-    return name

@@ -9,6 +9,8 @@ def alignment_problems(alignment: DictConfig | dict) -> list[str]:
     if not alignment.get("enabled"):
         return []
     problems = []
+    if alignment.get("base_dtype", "auto") not in ("auto", "float32", "bfloat16"):
+        problems.append(f"model.alignment.base_dtype must be auto, float32 or bfloat16; got {alignment.base_dtype!r}.")
     groups = alignment.get("formats") or {}
     for i, part in enumerate(alignment.get("data") or []):
         names = part.get("formats") or []
