@@ -174,12 +174,14 @@ def test_the_alignment_set_varies_system_prompt_and_template_under_the_seed(tmp_
 def test_the_alignment_recipe_is_checked_before_any_model_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.alignment\.formats\.assistant\.user_templates: 'no slot' must"):
         validate(compose_run(["model.alignment.formats.assistant.user_templates=[no slot]"], tmp_path))
-    with pytest.raises(ConfigError, match=r"model\.alignment\.data\[2\]\.formats: 'persona' is not a format group"):
-        validate(compose_run(["model.alignment.data.2.formats=[persona]"], tmp_path))
+    with pytest.raises(ConfigError, match=r"model\.alignment\.data\[1\]\.formats: 'persona' is not a format group"):
+        validate(compose_run(["model.alignment.data.1.formats=[persona]"], tmp_path))
     with pytest.raises(
         ConfigError, match=r"model\.alignment\.base_dtype must be auto, float32 or bfloat16; got 'bf16'"
     ):
         validate(compose_run(["model.alignment.base_dtype=bf16"], tmp_path))
+    with pytest.raises(ConfigError, match=r"model\.alignment\.attn_implementation must be one of"):
+        validate(compose_run(["model.alignment.attn_implementation=flash"], tmp_path))
 
 
 def test_the_alignment_trains_on_a_bf16_base_and_merges_into_the_float32_one(tiny_model_dir, tmp_path):
@@ -195,7 +197,6 @@ def test_the_alignment_trains_on_a_bf16_base_and_merges_into_the_float32_one(tin
         "model.alignment.base_dtype=bfloat16",
         "model.alignment.data.0.limit=4",
         "model.alignment.data.1.limit=4",
-        "model.alignment.data.2.limit=4",
         "+model.alignment.train.max_steps=2",
         "model.alignment.train.learning_rate=1e-2",
         "model.alignment.train.disable_tqdm=true",

@@ -71,7 +71,6 @@ def size_overrides(args: argparse.Namespace) -> list[str]:
         *sizes,
         f"model.alignment.data.0.limit={args.align_safety}",
         f"model.alignment.data.1.limit={args.align_benign}",
-        f"model.alignment.data.2.limit={args.align_benign}",
         f"model.alignment.train.num_train_epochs={args.align_epochs}",
     ]
 

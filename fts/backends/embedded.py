@@ -55,7 +55,10 @@ def align(base: Path, model_cfg: DictConfig, cache: Cache) -> Path:
             f"(one time, a few minutes on CPU, cached in {cache.root})",
             flush=True,
         )
-        model, tokenizer = load(str(base), OmegaConf.merge(model_cfg, {"dtype": base_dtype}))
+        attention = align_cfg.get("attn_implementation") or model_cfg.get("attn_implementation")
+        model, tokenizer = load(
+            str(base), OmegaConf.merge(model_cfg, {"dtype": base_dtype, "attn_implementation": attention})
+        )
         model, _, _ = fine_tune(
             model, tokenizer, examples, align_cfg.train, align_cfg.peft, tmp / "trainer", align_cfg.seed
         )

@@ -2,6 +2,8 @@
 
 from omegaconf import DictConfig
 
+ATTENTION = ("eager", "sdpa", None)  # None: the model's own (model.attn_implementation)
+
 
 def alignment_problems(alignment: DictConfig | dict) -> list[str]:
     """The embedded model's alignment recipe: every data part draws its formats from groups the recipe defines, and
@@ -12,6 +14,10 @@ def alignment_problems(alignment: DictConfig | dict) -> list[str]:
     if alignment.get("base_dtype", "auto") not in ("auto", "float32", "bfloat16"):
         problems.append(f"model.alignment.base_dtype must be auto, float32 or bfloat16; got {alignment.base_dtype!r}.")
     groups = alignment.get("formats") or {}
+    if alignment.get("attn_implementation") not in ATTENTION:
+        problems.append(
+            f"model.alignment.attn_implementation must be one of {list(ATTENTION)}; got {alignment.attn_implementation!r}."
+        )
     for i, part in enumerate(alignment.get("data") or []):
         names = part.get("formats") or []
         if not names:
