@@ -2,7 +2,7 @@
 
 from omegaconf import DictConfig
 
-ATTENTION = ("eager", "sdpa", None)  # None: the model's own (model.attn_implementation)
+ATTENTION = ("eager", "sdpa", "flash_attention_2", None)  # transformers' names; None: model.attn_implementation
 
 
 def alignment_problems(alignment: DictConfig | dict) -> list[str]:
