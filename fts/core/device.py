@@ -35,6 +35,9 @@ def bf16_fast() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+DTYPE_SETTINGS = ("auto", "float32", "bfloat16")  # what resolve_dtype takes (the alignment base, the coherence scorer)
+
+
 def resolve_dtype(name: str) -> str:
     """A dtype setting that may say `auto`: bfloat16 where the hardware computes it natively (bf16_fast), else
     float32; any other name as it is."""

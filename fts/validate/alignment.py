@@ -2,6 +2,8 @@
 
 from omegaconf import DictConfig
 
+from fts.core.device import DTYPE_SETTINGS
+
 ATTENTION = ("eager", "sdpa", "flash_attention_2", None)  # transformers' names; None: model.attn_implementation
 
 
@@ -11,13 +13,13 @@ def alignment_problems(alignment: DictConfig | dict) -> list[str]:
     if not alignment.get("enabled"):
         return []
     problems = []
-    if alignment.get("base_dtype", "auto") not in ("auto", "float32", "bfloat16"):
+    if alignment.get("base_dtype", "auto") not in DTYPE_SETTINGS:
         problems.append(f"model.alignment.base_dtype must be auto, float32 or bfloat16; got {alignment.base_dtype!r}.")
-    groups = alignment.get("formats") or {}
     if alignment.get("attn_implementation") not in ATTENTION:
         problems.append(
             f"model.alignment.attn_implementation must be one of {list(ATTENTION)}; got {alignment.attn_implementation!r}."
         )
+    groups = alignment.get("formats") or {}
     for i, part in enumerate(alignment.get("data") or []):
         names = part.get("formats") or []
         if not names:

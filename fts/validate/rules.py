@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fts.core.device import DTYPE_SETTINGS
 from fts.core.fingerprint import RESUME_CHOICES
 from fts.data.lengths import TOO_LONG_CHOICES
 from fts.generate.hf import DTYPES as INFERENCE_DTYPES
@@ -107,7 +108,7 @@ def range_problems(cfg: DictConfig) -> list[str]:
     if cfg.eval.get("dtype", "auto") not in ("auto", *INFERENCE_DTYPES):
         problems.append(f"eval.dtype must be auto, {', '.join(INFERENCE_DTYPES)}; got {cfg.eval.get('dtype')!r}.")
     coherence_dtype = (cfg.eval.get("coherence") or {}).get("dtype", "float32")
-    if coherence_dtype not in ("auto", "float32", "bfloat16"):
+    if coherence_dtype not in DTYPE_SETTINGS:
         problems.append(f"eval.coherence.dtype must be auto, float32 or bfloat16; got {coherence_dtype!r}.")
     if cfg.get("resume", "auto") not in RESUME_CHOICES:
         problems.append(f"resume must be auto or force, got {cfg.get('resume')!r}.")
